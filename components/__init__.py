@@ -1,0 +1,21 @@
+"""SparseInst's building blocks, each registered by name in its family."""
+
+from . import backbones, decoder, encoders, iam  # noqa: F401  (fill the registries)
+from .decoder import SparseInstDecoder, SparseInstOutput
+from .model import SparseInst
+from .postprocess import Instances, postprocess
+from .registry import FAMILIES, ComponentError, UnknownComponentError, build, register, registry
+
+__all__ = [
+    "FAMILIES",
+    "ComponentError",
+    "Instances",
+    "SparseInst",
+    "SparseInstDecoder",
+    "SparseInstOutput",
+    "UnknownComponentError",
+    "build",
+    "postprocess",
+    "register",
+    "registry",
+]

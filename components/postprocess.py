@@ -1,0 +1,99 @@
+"""Inference post-processing (SPEC 1.5): scores, maskness rescoring and masks at image size.
+
+Batched and on the device; no NMS, no sorting, no loop over instances.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .decoder import SparseInstOutput
+
+SCORE_THRESHOLD = 0.005
+MASK_THRESHOLD = 0.45
+MAX_DETECTIONS = 100
+MASKNESS_EPS = 1e-6
+
+
+@dataclass
+class Instances:
+    """Predictions for one image at its original size (height, width)."""
+
+    masks: Tensor  # (K, height, width) bool
+    scores: Tensor  # (K,)
+    labels: Tensor  # (K,) int64, contiguous class index
+    boxes: Tensor  # (K, 4) x0, y0, x1, y1 in pixels (x1, y1 exclusive), from the masks
+    image_size: tuple[int, int]
+
+    def __len__(self) -> int:
+        return int(self.scores.numel())
+
+    def select(self, keep: Tensor) -> Instances:
+        return Instances(self.masks[keep], self.scores[keep], self.labels[keep], self.boxes[keep], self.image_size)
+
+    def to(self, device: torch.device | str) -> Instances:
+        return Instances(*(t.to(device) for t in (self.masks, self.scores, self.labels, self.boxes)), self.image_size)
+
+
+def instance_scores(logits: Tensor, objectness: Tensor) -> tuple[Tensor, Tensor]:
+    """score = max over classes of sqrt(sigmoid(class) * sigmoid(objectness)); returns (score, label)."""
+    return (logits.sigmoid() * objectness.sigmoid()).sqrt().max(dim=-1)
+
+
+def maskness(mask_probs: Tensor, mask_threshold: float = MASK_THRESHOLD) -> Tensor:
+    """Mean probability inside each thresholded mask: (..., h, w) -> (...)."""
+    binary = (mask_probs > mask_threshold).to(mask_probs.dtype)
+    return (mask_probs * binary).sum((-2, -1)) / (binary.sum((-2, -1)) + MASKNESS_EPS)
+
+
+def masks_to_boxes(masks: Tensor) -> Tensor:
+    """Tight boxes (K, 4) around boolean masks (K, H, W); empty masks give zeros."""
+    if masks.numel() == 0:
+        return masks.new_zeros((masks.shape[0], 4), dtype=torch.float32)
+    rows, cols = masks.any(dim=2), masks.any(dim=1)
+    height, width = masks.shape[-2:]
+    y0 = rows.int().argmax(dim=1)
+    y1 = height - rows.flip(1).int().argmax(dim=1)
+    x0 = cols.int().argmax(dim=1)
+    x1 = width - cols.flip(1).int().argmax(dim=1)
+    boxes = torch.stack([x0, y0, x1, y1], dim=1).float()
+    return boxes * rows.any(dim=1, keepdim=True)
+
+
+def postprocess(
+    output: SparseInstOutput,
+    input_size: tuple[int, int],
+    image_sizes: list[tuple[int, int]],
+    original_sizes: list[tuple[int, int]],
+    *,
+    score_threshold: float = SCORE_THRESHOLD,
+    mask_threshold: float = MASK_THRESHOLD,
+    max_detections: int = MAX_DETECTIONS,
+) -> list[Instances]:
+    """Turn raw outputs for a padded batch into per-image ``Instances``.
+
+    Args:
+        output: raw predictions for a batch padded to ``input_size`` (H, W).
+        image_sizes: (h, w) of each resized image inside the padded batch.
+        original_sizes: (height, width) of each image before resizing.
+    """
+    base_scores, labels = instance_scores(output.logits.float(), output.objectness.float())
+    keep_all = base_scores > score_threshold  # thresholding comes before the maskness rescoring
+    mask_probs = output.masks.float().sigmoid()
+    scores = base_scores * maskness(mask_probs, mask_threshold)
+    results = []
+    for index, ((h, w), original) in enumerate(zip(image_sizes, original_sizes)):
+        keep = keep_all[index]
+        image_scores, image_labels, probs = scores[index][keep], labels[index][keep], mask_probs[index][keep]
+        if image_scores.numel() > max_detections:
+            top = image_scores.topk(max_detections).indices
+            image_scores, image_labels, probs = image_scores[top], image_labels[top], probs[top]
+        probs = F.interpolate(probs.unsqueeze(1), size=input_size, mode="bilinear", align_corners=False)
+        probs = F.interpolate(probs[..., :h, :w], size=original, mode="bilinear", align_corners=False)
+        masks = probs.squeeze(1) > mask_threshold
+        results.append(Instances(masks, image_scores, image_labels, masks_to_boxes(masks), tuple(original)))
+    return results

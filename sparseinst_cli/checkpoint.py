@@ -1,0 +1,107 @@
+"""Native checkpoints: safetensors weights whose metadata carries the resolved recipe and the
+categories, so that a checkpoint alone is enough to predict. Writes are atomic."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import Tensor, nn
+
+from components import SparseInst
+from components.pretrained import WeightsError, load_strict
+
+from .modeling import build_model
+from .recipe import Recipe, apply_override, validate_recipe
+
+FORMAT = "sparseinst"
+FORMAT_VERSION = "1"
+
+
+@dataclass
+class Checkpoint:
+    state: dict[str, Tensor]
+    recipe: Recipe
+    categories: list[dict]  # COCO style: {"id": int, "name": str}, in label order
+    metadata: dict[str, str]
+
+    @property
+    def class_names(self) -> list[str]:
+        return [c["name"] for c in self.categories]
+
+
+def atomic_write(path: Path, write: callable) -> None:
+    """Call ``write(tmp_path)`` then rename onto ``path``: a crash never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(
+    path: str | Path,
+    weights: nn.Module | Mapping[str, Tensor],
+    recipe: Recipe,
+    categories: Sequence[Mapping],
+    extra: Mapping[str, str] | None = None,
+) -> Path:
+    path = Path(path)
+    state = weights.state_dict() if isinstance(weights, nn.Module) else weights
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    stored = recipe.dump()
+    if "weights" in stored["model"]["backbone"]:
+        stored["model"]["backbone"]["weights"] = None  # the checkpoint holds the weights now
+    metadata = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "recipe": json.dumps(stored, sort_keys=True),
+        "categories": json.dumps([{"id": int(c["id"]), "name": str(c["name"])} for c in categories]),
+        **(extra or {}),
+    }
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    return path
+
+
+def read_checkpoint(path: str | Path, overrides: Sequence[str] = ()) -> Checkpoint:
+    """Read a native checkpoint; ``overrides`` (``a.b=value``) apply to its stored recipe."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: no such file")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            state = {key: handle.get_tensor(key) for key in handle.keys()}
+    except Exception as exc:  # noqa: BLE001 - safetensors raises several types for bad files
+        raise WeightsError(
+            f"{path}: not a safetensors checkpoint ({exc}); "
+            "convert other formats with 'sparseinst convert'"
+        ) from None
+    if metadata.get("format") != FORMAT or "recipe" not in metadata:
+        raise WeightsError(f"{path}: safetensors file without a sparseinst recipe; convert it with 'sparseinst convert'")
+    data = json.loads(metadata["recipe"])
+    for assignment in overrides:
+        apply_override(data, assignment)
+    recipe = validate_recipe(data, f"{path} (stored recipe)")
+    categories = json.loads(metadata.get("categories", "[]"))
+    return Checkpoint(state, recipe, categories, metadata)
+
+
+def load_model(path: str | Path, overrides: Sequence[str] = ()) -> tuple[SparseInst, Checkpoint]:
+    """The model described by a checkpoint, with its weights loaded strictly, in eval mode."""
+    checkpoint = read_checkpoint(path, overrides)
+    model = build_model(checkpoint.recipe)
+    load_strict(model, checkpoint.state, f"weights in {path}")
+    return model.eval(), checkpoint

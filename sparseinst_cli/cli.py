@@ -1,0 +1,46 @@
+"""The ``sparseinst`` command line."""
+
+from __future__ import annotations
+
+from importlib.metadata import version
+from typing import Annotated
+
+import typer
+
+import components  # noqa: F401  (fills the component registries)
+
+from .commands.components import components as components_command
+from .commands.convert import convert
+from .commands.predict import predict
+from .commands.recipes import recipes
+
+app = typer.Typer(
+    name="sparseinst",
+    help="SparseInst real-time instance segmentation: predict, convert weights, inspect recipes and components.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command()(predict)
+app.command()(convert)
+app.command("components")(components_command)
+app.command()(recipes)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"sparseinst {version('sparseinst')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    show_version: Annotated[
+        bool, typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """SparseInst real-time instance segmentation."""
+
+
+def main() -> None:
+    app()

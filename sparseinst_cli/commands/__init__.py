@@ -1,0 +1,1 @@
+"""One module per CLI command; each parses and validates, then calls the library."""

@@ -1,0 +1,26 @@
+"""``sparseinst recipes``."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Optional
+
+import typer
+
+from ..errors import console, user_errors
+from ..recipe import builtin_recipes, load_recipe
+from .options import Overrides
+
+
+def recipes(
+    name: Annotated[Optional[str], typer.Argument(help="Show this recipe (file or built-in name), resolved.")] = None,  # noqa: UP007
+    overrides: Overrides = None,
+) -> None:
+    """List the built-in recipes, or validate one and print it with every default filled in."""
+    if name is None:
+        for recipe in builtin_recipes():
+            console.print(recipe)
+        return
+    with user_errors():
+        recipe = load_recipe(name, overrides or [])
+    console.print_json(json.dumps(recipe.dump()))

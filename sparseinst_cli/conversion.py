@@ -1,0 +1,76 @@
+"""``sparseinst convert``: the authors' checkpoints and ImageNet ResNets into native files."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from safetensors.torch import save_file
+
+from components import build
+from components.pretrained import (
+    WeightsError,
+    imagenet_resnet_to_native,
+    load_strict,
+    official_to_native,
+    read_state_dict,
+)
+
+from .checkpoint import atomic_write, save_checkpoint
+from .coco import default_categories
+from .modeling import build_model
+from .recipe import Recipe
+
+Layout = Literal["official", "imagenet"]
+BACKBONE_FORMAT = "sparseinst-backbone"
+
+
+@dataclass(frozen=True)
+class ConversionReport:
+    source: Path
+    output: Path
+    layout: Layout
+    tensors: int
+    values: int
+
+
+def detect_layout(keys: set[str] | list[str]) -> Layout:
+    keys = set(keys)
+    if any(k.startswith(("decoder.inst_branch.", "decoder.mask_branch.")) for k in keys):
+        return "official"
+    if any(k.startswith("decoder.") for k in keys):
+        raise WeightsError("already a native SparseInst state dict; nothing to convert")
+    if {"conv1.weight", "conv1.0.weight", "stem.conv1.weight"} & keys:
+        return "imagenet"
+    raise WeightsError(
+        "unrecognized layout: expected the authors' SparseInst checkpoint "
+        "(backbone./encoder./decoder.inst_branch. keys) or an ImageNet ResNet (conv1, layer1...)"
+    )
+
+
+def convert_checkpoint(source: str | Path, output: str | Path, recipe: Recipe) -> ConversionReport:
+    """Convert ``source`` for the model described by ``recipe`` and write ``output``.
+
+    Strict: every key of the model must be filled, and no key of the source may be left over
+    (the ImageNet classifier and BN counters excepted).
+    """
+    source, output = Path(source), Path(output)
+    state = read_state_dict(source)
+    layout = detect_layout(list(state))
+    if layout == "official":
+        model = build_model(recipe)
+        load_strict(model, official_to_native(state), f"weights in {source}")
+        names = recipe.model.class_names
+        save_checkpoint(output, model, recipe, default_categories(recipe.model.num_classes, names),
+                        {"converted_from": source.name})
+        converted = model.state_dict()
+    else:
+        spec = recipe.model.backbone
+        arguments = {**spec.arguments(), "weights": None} if "weights" in spec.arguments() else spec.arguments()
+        backbone = build("backbone", spec.name, **arguments)
+        load_strict(backbone, imagenet_resnet_to_native(state), f"weights in {source}")
+        converted = {k: v.contiguous() for k, v in backbone.state_dict().items()}
+        metadata = {"format": BACKBONE_FORMAT, "backbone": spec.name, "converted_from": source.name}
+        atomic_write(output, lambda tmp: save_file(converted, str(tmp), metadata=metadata))
+    return ConversionReport(source, output, layout, len(converted), sum(v.numel() for v in converted.values()))

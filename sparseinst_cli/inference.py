@@ -1,0 +1,115 @@
+"""The Python inference API: load a model, then ``predictor(images)`` -> per-image instances."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchvision.transforms.v2 import functional as TF
+
+from components import Instances, SparseInst, SparseInstOutput, postprocess
+
+from .checkpoint import load_model
+from .coco import default_categories
+from .images import read_image, resized_shape
+from .modeling import build_model
+from .recipe import Recipe, load_recipe
+
+ImageInput = np.ndarray | str | Path
+
+
+@dataclass
+class Batch:
+    images: Tensor  # (B, 3, H, W) normalized, zero-padded to a multiple of size_divisibility
+    image_sizes: list[tuple[int, int]]  # resized (h, w) of each image inside the padding
+    original_sizes: list[tuple[int, int]]
+
+
+class Predictor:
+    """Runs a model on images: resize, normalize, pad, forward, post-process.
+
+    >>> predictor = Predictor.from_checkpoint("model.safetensors")
+    >>> instances = predictor(["street.jpg"])[0]  # masks, scores, labels, boxes
+    """
+
+    def __init__(
+        self, model: SparseInst, recipe: Recipe, categories: list[dict], device: str | torch.device = "cpu"
+    ) -> None:
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.recipe = recipe
+        self.categories = categories
+        self.pixel_mean = torch.tensor(recipe.input.pixel_mean, device=self.device).view(3, 1, 1)
+        self.pixel_std = torch.tensor(recipe.input.pixel_std, device=self.device).view(3, 1, 1)
+
+    @classmethod
+    def from_checkpoint(
+        cls, path: str | Path, device: str | torch.device = "cpu", overrides: Sequence[str] = ()
+    ) -> Predictor:
+        model, checkpoint = load_model(path, overrides)
+        return cls(model, checkpoint.recipe, checkpoint.categories, device)
+
+    @classmethod
+    def from_recipe(
+        cls, recipe: str | Path | Recipe, device: str | torch.device = "cpu", overrides: Sequence[str] = (), seed: int = 0
+    ) -> Predictor:
+        """A randomly initialized model (seeded), for trying the pipeline without weights."""
+        if not isinstance(recipe, Recipe):
+            recipe = load_recipe(recipe, overrides)
+        torch.manual_seed(seed)
+        categories = default_categories(recipe.model.num_classes, recipe.model.class_names)
+        return cls(build_model(recipe), recipe, categories, device)
+
+    @property
+    def class_names(self) -> list[str]:
+        return [c["name"] for c in self.categories]
+
+    def preprocess(self, images: Sequence[np.ndarray]) -> Batch:
+        """RGB uint8 arrays (H, W, 3) -> a padded, normalized batch (SPEC 1.1)."""
+        spec = self.recipe.input
+        tensors, sizes, originals = [], [], []
+        for image in images:
+            if image.ndim != 3 or image.shape[2] != 3:
+                raise ValueError(f"expected an RGB image of shape (H, W, 3), got {image.shape}")
+            tensor = torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1).float()
+            size = resized_shape(*image.shape[:2], spec.min_size_test, spec.max_size_test)
+            tensor = TF.resize(tensor, list(size), antialias=True)
+            tensors.append((tensor - self.pixel_mean) / self.pixel_std)
+            sizes.append(size)
+            originals.append(tuple(image.shape[:2]))
+        return Batch(pad_batch(tensors, spec.size_divisibility), sizes, originals)
+
+    @torch.inference_mode()
+    def forward(self, batch: Batch, return_maps: bool = False) -> SparseInstOutput:
+        return self.model(batch.images, return_maps=return_maps)
+
+    @torch.inference_mode()
+    def predict(self, images: Sequence[ImageInput]) -> list[Instances]:
+        """Instances per image at its original size. Paths are read as RGB."""
+        arrays = [read_image(image) if isinstance(image, (str, Path)) else image for image in images]
+        batch = self.preprocess(arrays)
+        spec = self.recipe.inference
+        return postprocess(
+            self.forward(batch),
+            tuple(batch.images.shape[-2:]),
+            batch.image_sizes,
+            batch.original_sizes,
+            score_threshold=spec.score_threshold,
+            mask_threshold=spec.mask_threshold,
+            max_detections=spec.max_detections,
+        )
+
+    __call__ = predict
+
+
+def pad_batch(images: Sequence[Tensor], divisibility: int) -> Tensor:
+    """Stack (3, h, w) tensors, zero-padded bottom/right to a common multiple of ``divisibility``."""
+    height = math.ceil(max(t.shape[1] for t in images) / divisibility) * divisibility
+    width = math.ceil(max(t.shape[2] for t in images) / divisibility) * divisibility
+    return torch.stack([F.pad(t, (0, width - t.shape[2], 0, height - t.shape[1])) for t in images])

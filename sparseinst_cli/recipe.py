@@ -1,0 +1,276 @@
+"""TOML recipes: the pydantic schema, ``extends``, ``--set`` overrides and readable errors.
+
+The schema is the single source of defaults. Component sections (``model.backbone``,
+``model.encoder``, ``model.iam``, ``model.decoder``) are unions over the registered components,
+selected by ``name``; their parameters come from each component's typed signature.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import json
+import tomllib
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any, Union
+
+from pydantic import (
+    BaseModel,
+    Discriminator,
+    Field,
+    PositiveInt,
+    Tag,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
+
+from components.registry import FAMILIES, StrictModel, registry, unknown_name_message
+
+RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+
+# SPEC 1.1 (official): RGB pixel statistics, test resize and padding.
+PIXEL_MEAN = (123.675, 116.280, 103.530)
+PIXEL_STD = (58.395, 57.120, 57.375)
+MIN_SIZE_TEST = 640
+MAX_SIZE_TEST = 853
+SIZE_DIVISIBILITY = 32
+
+# SPEC 1.5: post-processing.
+SCORE_THRESHOLD = 0.005
+MASK_THRESHOLD = 0.45
+MAX_DETECTIONS = 100
+
+DEFAULT_COMPONENTS = {"backbone": "resnet50", "encoder": "instance_context", "iam": "group", "decoder": "iam_decoder"}
+MODEL_FAMILIES = tuple(DEFAULT_COMPONENTS)
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot be read or does not validate; ``lines`` has one problem each."""
+
+    def __init__(self, source: str, lines: Sequence[str]) -> None:
+        self.source, self.lines = source, list(lines)
+        super().__init__(f"recipe {source}: " + "; ".join(self.lines))
+
+
+class InputSection(StrictModel):
+    pixel_mean: tuple[float, float, float] = PIXEL_MEAN
+    pixel_std: tuple[float, float, float] = PIXEL_STD
+    min_size_test: PositiveInt = MIN_SIZE_TEST
+    max_size_test: PositiveInt = MAX_SIZE_TEST
+    size_divisibility: PositiveInt = SIZE_DIVISIBILITY
+
+
+class InferenceSection(StrictModel):
+    score_threshold: Annotated[float, Field(ge=0, lt=1)] = SCORE_THRESHOLD
+    mask_threshold: Annotated[float, Field(gt=0, lt=1)] = MASK_THRESHOLD
+    max_detections: PositiveInt = MAX_DETECTIONS
+
+
+class ModelSectionBase(StrictModel):
+    num_classes: PositiveInt = 80
+    class_names: tuple[str, ...] | None = None
+
+    @field_validator("class_names")
+    @classmethod
+    def _names_unique(cls, names: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if names is not None and len(set(names)) != len(names):
+            raise ValueError("class names must be unique")
+        return names
+
+    @model_validator(mode="after")
+    def _names_match_classes(self) -> ModelSectionBase:
+        if self.class_names is not None and len(self.class_names) != self.num_classes:
+            raise ValueError(f"class_names has {len(self.class_names)} names but num_classes is {self.num_classes}")
+        return self
+
+
+class RecipeBase(StrictModel):
+    description: str = ""
+    input: InputSection = InputSection()
+    inference: InferenceSection = InferenceSection()
+
+    def dump(self) -> dict[str, Any]:
+        """The resolved recipe, every default filled in, as plain JSON-able data."""
+        return self.model_dump(mode="json")
+
+
+def _component_union(family: str) -> Any:
+    reg = registry(family)
+    default = DEFAULT_COMPONENTS[family]
+
+    def choose(value: Any) -> str | None:
+        if isinstance(value, Mapping):
+            return value.get("name", default)
+        return getattr(value, "name", None)
+
+    members = tuple(Annotated[reg.params_model(name), Tag(name)] for name in reg.names())
+    return Annotated[Union[members], Discriminator(choose)]  # noqa: UP007
+
+
+@lru_cache(maxsize=8)
+def _schema(component_names: tuple[tuple[str, ...], ...]) -> type[RecipeBase]:
+    components = {
+        family: (_component_union(family), Field(default_factory=_default_component(family)))
+        for family in MODEL_FAMILIES
+    }
+    model_section = create_model("ModelSection", __base__=ModelSectionBase, **components)
+    return create_model("Recipe", __base__=RecipeBase, model=(model_section, Field(default_factory=model_section)))
+
+
+def _default_component(family: str) -> Any:
+    return lambda: registry(family).params_model(DEFAULT_COMPONENTS[family])()
+
+
+def recipe_schema() -> type[RecipeBase]:
+    """The recipe model for the components registered now (plugins included)."""
+    return _schema(tuple(tuple(registry(family).names()) for family in FAMILIES))
+
+
+Recipe = RecipeBase  # the type to annotate with; instances come from ``recipe_schema()``
+
+
+def validate_recipe(data: Mapping[str, Any], source: str = "<recipe>") -> RecipeBase:
+    try:
+        return recipe_schema().model_validate(dict(data))
+    except ValidationError as exc:
+        raise RecipeError(source, format_validation_errors(exc, data)) from None
+
+
+def recipe_from_json(text: str, source: str = "<metadata>") -> RecipeBase:
+    return validate_recipe(json.loads(text), source)
+
+
+def builtin_recipes() -> list[str]:
+    """Names of the recipes shipped in ``recipes/`` (``ablations/...`` included)."""
+    return sorted(str(p.relative_to(RECIPES_DIR).with_suffix("")) for p in RECIPES_DIR.rglob("*.toml"))
+
+
+def resolve_recipe_path(ref: str | Path, relative_to: Path | None = None) -> Path:
+    """A path as given, relative to the including recipe, or a built-in recipe name."""
+    candidates = [Path(ref)]
+    if relative_to is not None:
+        candidates.insert(0, relative_to / ref)
+    candidates.append(RECIPES_DIR / f"{ref}.toml" if not str(ref).endswith(".toml") else RECIPES_DIR / ref)
+    for path in candidates:
+        if path.is_file():
+            return path
+    known = builtin_recipes()
+    hint = difflib.get_close_matches(str(ref), known, n=1)
+    suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
+    raise RecipeError(str(ref), [f"no such file or built-in recipe{suggestion}; built-in: {', '.join(known)}"])
+
+
+def read_recipe_data(ref: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read a recipe file and merge it over the chain of recipes it ``extends``."""
+    path = resolve_recipe_path(ref, _seen[-1].parent if _seen else None).resolve()
+    if path in _seen:
+        chain = " -> ".join(str(p.name) for p in (*_seen, path))
+        raise RecipeError(str(ref), [f"extends forms a cycle: {chain}"])
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise RecipeError(str(path), [f"not valid TOML: {exc}"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RecipeError(str(path), [f"cannot read: {exc}"]) from None
+    base = data.pop("extends", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise RecipeError(str(path), ["extends: must be the name or path of one recipe"])
+    return deep_merge(read_recipe_data(base, (*_seen, path)), data)
+
+
+def deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Tables merge key by key; any other value (lists too) replaces the base's."""
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            # A different component starts from its own defaults, not the other one's parameters.
+            if "name" in value and merged[key].get("name", value["name"]) != value["name"]:
+                merged[key] = dict(value)
+            else:
+                merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def apply_override(data: dict[str, Any], assignment: str) -> None:
+    """Apply ``a.b.c=value``; the value is read as TOML (``4``, ``true``, ``[4, 5]``, ``"x"``),
+    or taken as a bare string when it is not valid TOML."""
+    key, sep, raw = assignment.partition("=")
+    path = [part.strip() for part in key.strip().split(".")]
+    if not sep or not all(path):
+        raise RecipeError("--set", [f"'{assignment}': expected KEY.PATH=VALUE"])
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    node = data
+    for depth, part in enumerate(path[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise RecipeError("--set", [f"{'.'.join(path[: depth + 1])}: is a value, not a table"])
+        node = child
+    if path[-1] == "name" and node.get("name", value) != value:
+        node.clear()  # a different component: drop the parameters of the one it replaces
+    node[path[-1]] = value
+
+
+def load_recipe(ref: str | Path, overrides: Sequence[str] = ()) -> RecipeBase:
+    """Read, merge, override and validate a recipe given by path or built-in name."""
+    data = read_recipe_data(ref)
+    for assignment in overrides:
+        apply_override(data, assignment)
+    return validate_recipe(data, str(ref))
+
+
+def format_validation_errors(exc: ValidationError, data: Mapping[str, Any]) -> list[str]:
+    """One ``field.path: message`` line per error, without pydantic's union tags."""
+    lines = []
+    for error in exc.errors(include_url=False):
+        location = _field_path(error["loc"], data)
+        ctx = error.get("ctx") or {}
+        if error["type"] == "union_tag_invalid":
+            family = location.rsplit(".", 1)[-1]
+            known = [tag.strip().strip("'") for tag in str(ctx.get("expected_tags", "")).split(",")]
+            message = unknown_name_message(family, str(ctx.get("tag")), known)
+            location = f"{location}.name"
+        else:
+            message = error["msg"].removeprefix("Value error, ")
+            if error["type"] == "missing" and not location:
+                message = "required"
+        lines.append(f"{location or '<top level>'}: {message}")
+    return lines
+
+
+def _field_path(loc: tuple[int | str, ...], data: Any) -> str:
+    parts: list[str] = []
+    node = data
+    for item in loc:
+        if isinstance(node, Mapping) and item in node:
+            node = node[item]
+        elif isinstance(node, Mapping) and _is_component_tag(item, node):
+            continue
+        elif isinstance(node, list) and isinstance(item, int) and item < len(node):
+            node = node[item]
+            parts[-1] = f"{parts[-1]}[{item}]"
+            continue
+        else:
+            node = None
+        parts.append(str(item))
+    return ".".join(parts)
+
+
+def _is_component_tag(item: Any, node: Mapping[str, Any]) -> bool:
+    if "name" in node:
+        return item == node["name"]
+    return item in DEFAULT_COMPONENTS.values()
+
+
+def recipe_json(recipe: BaseModel) -> str:
+    return json.dumps(recipe.model_dump(mode="json"), sort_keys=True)
