@@ -54,8 +54,14 @@ def collect_images(inputs: Iterable[str | Path]) -> tuple[list[Path], list[str]]
 
 
 def resized_shape(height: int, width: int, short_side: int, max_side: int) -> tuple[int, int]:
-    """Scale so the shorter side is ``short_side`` unless the longer would pass ``max_side``."""
+    """Scale so the shorter side is ``short_side`` unless the longer would pass ``max_side``.
+
+    The arithmetic follows detectron2's ResizeShortestEdge step by step, so rounding matches
+    the authors' evaluation exactly.
+    """
     scale = short_side / min(height, width)
-    if max(height, width) * scale > max_side:
-        scale = max_side / max(height, width)
-    return int(height * scale + 0.5), int(width * scale + 0.5)
+    new_h, new_w = (short_side, scale * width) if height < width else (scale * height, short_side)
+    if max(new_h, new_w) > max_side:
+        scale = max_side / max(new_h, new_w)
+        new_h, new_w = new_h * scale, new_w * scale
+    return int(new_h + 0.5), int(new_w + 0.5)

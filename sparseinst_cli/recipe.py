@@ -44,6 +44,21 @@ SCORE_THRESHOLD = 0.005
 MASK_THRESHOLD = 0.45
 MAX_DETECTIONS = 100
 
+# SPEC 2 (official): augmentation and optimization, for a batch of 64 on 8 GPUs.
+TRAIN_MIN_SIZES = tuple(range(416, 641, 32))
+TRAIN_MAX_SIZE = 853
+CROP_PROB = 0.5
+CROP_RESIZE_SIZES = (400, 500, 600)
+CROP_SIZE_RANGE = (384, 600)
+BASE_LR = 5e-5
+WEIGHT_DECAY = 0.05
+BATCH_SIZE = 64
+MAX_ITER = 270_000
+LR_STEPS = (210_000, 250_000)
+LR_GAMMA = 0.1
+WARMUP_ITERS = 1000
+WARMUP_FACTOR = 0.001
+
 DEFAULT_COMPONENTS = {"backbone": "resnet50", "encoder": "instance_context", "iam": "group", "decoder": "iam_decoder"}
 MODEL_FAMILIES = tuple(DEFAULT_COMPONENTS)
 
@@ -70,6 +85,36 @@ class InferenceSection(StrictModel):
     max_detections: PositiveInt = MAX_DETECTIONS
 
 
+class AugmentationSection(StrictModel):
+    """Training-time augmentation: flip, multi-scale resize and the optional "aug" crop."""
+
+    flip: bool = True
+    min_sizes: tuple[PositiveInt, ...] = TRAIN_MIN_SIZES
+    max_size: PositiveInt = TRAIN_MAX_SIZE
+    crop: bool = False
+    crop_prob: Annotated[float, Field(ge=0, le=1)] = CROP_PROB
+    crop_resize_sizes: tuple[PositiveInt, ...] = CROP_RESIZE_SIZES
+    crop_size_range: tuple[PositiveInt, PositiveInt] = CROP_SIZE_RANGE
+
+
+class SolverSection(StrictModel):
+    """AdamW with linear warm-up and step decay."""
+
+    lr: Annotated[float, Field(gt=0)] = BASE_LR
+    weight_decay: Annotated[float, Field(ge=0)] = WEIGHT_DECAY
+    batch_size: PositiveInt = BATCH_SIZE
+    max_iter: PositiveInt = MAX_ITER
+    lr_steps: tuple[PositiveInt, ...] = LR_STEPS
+    lr_gamma: Annotated[float, Field(gt=0, le=1)] = LR_GAMMA
+    warmup_iters: Annotated[int, Field(ge=0)] = WARMUP_ITERS
+    warmup_factor: Annotated[float, Field(gt=0, le=1)] = WARMUP_FACTOR
+
+
+class TrainSection(StrictModel):
+    augmentation: AugmentationSection = AugmentationSection()
+    solver: SolverSection = SolverSection()
+
+
 class ModelSectionBase(StrictModel):
     num_classes: PositiveInt = 80
     class_names: tuple[str, ...] | None = None
@@ -92,6 +137,7 @@ class RecipeBase(StrictModel):
     description: str = ""
     input: InputSection = InputSection()
     inference: InferenceSection = InferenceSection()
+    train: TrainSection = TrainSection()
 
     def dump(self) -> dict[str, Any]:
         """The resolved recipe, every default filled in, as plain JSON-able data."""

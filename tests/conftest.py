@@ -1,0 +1,37 @@
+"""Shared test helpers: narrow models with the real structure, so tests stay fast on CPU."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import components  # noqa: F401  (fills the registries)
+
+# Narrow but structurally complete: every stage, branch and IAM is there, just thinner.
+SMALL_MODEL = [
+    "model.backbone.stem_width=8",
+    "model.backbone.base_width=8",
+    "model.encoder.channels=32",
+    "model.decoder.inst_width=32",
+    "model.decoder.mask_width=32",
+    "model.decoder.kernel_dim=16",
+    "model.decoder.num_instances=10",
+    "model.num_classes=3",
+]
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+def shapes_image(height: int = 120, width: int = 160, seed: int = 0) -> np.ndarray:
+    """An RGB uint8 image with a few filled shapes on noise."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
+    cv2.circle(image, (width // 3, height // 2), min(height, width) // 5, (220, 40, 40), -1)
+    cv2.rectangle(image, (width // 2, height // 4), (width - 10, height - 10), (30, 160, 230), -1)
+    return image
