@@ -16,7 +16,7 @@ from .images import ImageError
 from .recipe import RecipeError
 
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # one message, one line
 
 EXIT_FAILED = 1  # the command ran but some of its work failed
 EXIT_USAGE = 2  # bad input: recipe, weights, files, arguments
