@@ -1,6 +1,6 @@
 """SparseInst's building blocks, each registered by name in its family."""
 
-from . import backbones, decoder, encoders, iam  # noqa: F401  (fill the registries)
+from . import backbones, decoder, efficientnet, encoders, iam, losses, matcher  # noqa: F401  (fill the registries)
 from .decoder import SparseInstDecoder, SparseInstOutput
 from .model import SparseInst
 from .postprocess import Instances, postprocess

@@ -39,8 +39,13 @@ class Instances:
         return Instances(*(t.to(device) for t in (self.masks, self.scores, self.labels, self.boxes)), self.image_size)
 
 
-def instance_scores(logits: Tensor, objectness: Tensor) -> tuple[Tensor, Tensor]:
-    """score = max over classes of sqrt(sigmoid(class) * sigmoid(objectness)); returns (score, label)."""
+def instance_scores(logits: Tensor, objectness: Tensor | None) -> tuple[Tensor, Tensor]:
+    """score = max over classes of sqrt(sigmoid(class) * sigmoid(objectness)); returns (score, label).
+
+    Without objectness (the "no rescoring" ablation) the score is the class probability alone.
+    """
+    if objectness is None:
+        return logits.sigmoid().max(dim=-1)
     return (logits.sigmoid() * objectness.sigmoid()).sqrt().max(dim=-1)
 
 
@@ -73,6 +78,7 @@ def postprocess(
     score_threshold: float = SCORE_THRESHOLD,
     mask_threshold: float = MASK_THRESHOLD,
     max_detections: int = MAX_DETECTIONS,
+    objectness_rescoring: bool = True,
 ) -> list[Instances]:
     """Turn raw outputs for a padded batch into per-image ``Instances``.
 
@@ -80,8 +86,10 @@ def postprocess(
         output: raw predictions for a batch padded to ``input_size`` (H, W).
         image_sizes: (h, w) of each resized image inside the padded batch.
         original_sizes: (height, width) of each image before resizing.
+        objectness_rescoring: multiply in the objectness (SPEC 1.5); off for the Table 7 ablation.
     """
-    base_scores, labels = instance_scores(output.logits.float(), output.objectness.float())
+    objectness = output.objectness.float() if objectness_rescoring else None
+    base_scores, labels = instance_scores(output.logits.float(), objectness)
     keep_all = base_scores > score_threshold  # thresholding comes before the maskness rescoring
     mask_probs = output.masks.float().sigmoid()
     scores = base_scores * maskness(mask_probs, mask_threshold)

@@ -43,3 +43,20 @@ def encode_rle(mask: np.ndarray) -> dict:
 def decode_rle(rle: dict) -> np.ndarray:
     counts = rle["counts"]
     return mask_utils.decode({"size": rle["size"], "counts": counts.encode("ascii") if isinstance(counts, str) else counts})
+
+
+def coco_results(instances, image_id: int, categories: list[dict]) -> list[dict]:
+    """One COCO result record per instance of an ``Instances``: RLE mask, dataset category id,
+    score and XYWH box."""
+    instances = instances.to("cpu")
+    records = []
+    for mask, score, label, box in zip(instances.masks, instances.scores, instances.labels, instances.boxes):
+        x0, y0, x1, y1 = (round(float(v), 2) for v in box)
+        records.append({
+            "image_id": image_id,
+            "category_id": categories[int(label)]["id"],
+            "segmentation": encode_rle(mask.numpy()),
+            "score": round(float(score), 6),
+            "bbox": [x0, y0, round(x1 - x0, 2), round(y1 - y0, 2)],
+        })
+    return records

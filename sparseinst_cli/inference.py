@@ -103,6 +103,7 @@ class Predictor:
             score_threshold=spec.score_threshold,
             mask_threshold=spec.mask_threshold,
             max_detections=spec.max_detections,
+            objectness_rescoring=spec.objectness_rescoring,
         )
 
     __call__ = predict

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .coco import encode_rle
+from .coco import coco_results
 from .images import ImageError, read_image, write_image
 from .inference import Predictor
 from .visualize import draw_instances
@@ -54,7 +54,6 @@ def predict_files(
     report = PredictReport()
     results: list[dict] = []
     used_names: set[str] = set()
-    category_ids = [int(c["id"]) for c in predictor.categories]
     for image_id, path in enumerate(paths, start=1):
         entry = ImageReport(image_id, str(path))
         try:
@@ -68,15 +67,7 @@ def predict_files(
             entry.height, entry.width = image.shape[:2]
             entry.instances = len(instances)
             entry.shown = int((instances.scores >= show_threshold).sum())
-            for mask, score, label, box in zip(instances.masks, instances.scores, instances.labels, instances.boxes):
-                x0, y0, x1, y1 = (float(v) for v in box)
-                results.append({
-                    "image_id": image_id,
-                    "category_id": category_ids[int(label)],
-                    "segmentation": encode_rle(mask.numpy()),
-                    "score": round(float(score), 6),
-                    "bbox": [x0, y0, x1 - x0, y1 - y0],
-                })
+            results.extend(coco_results(instances, image_id, predictor.categories))
             if overlays:
                 name = _unique_name(path.stem, used_names)
                 write_image(out_dir / name, draw_instances(image, instances, predictor.class_names, show_threshold))

@@ -14,7 +14,7 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
     BaseModel,
@@ -58,9 +58,23 @@ LR_STEPS = (210_000, 250_000)
 LR_GAMMA = 0.1
 WARMUP_ITERS = 1000
 WARMUP_FACTOR = 0.001
+BACKBONE_LR_FACTOR = 1.0
 
-DEFAULT_COMPONENTS = {"backbone": "resnet50", "encoder": "instance_context", "iam": "group", "decoder": "iam_decoder"}
-MODEL_FAMILIES = tuple(DEFAULT_COMPONENTS)
+# Run bookkeeping (not from the paper).
+CHECKPOINT_PERIOD = 5000
+LOG_PERIOD = 20
+DATA_WORKERS = 4
+
+DEFAULT_COMPONENTS = {
+    "backbone": "resnet50",
+    "encoder": "instance_context",
+    "iam": "group",
+    "decoder": "iam_decoder",
+    "matcher": "dice_hungarian",
+    "loss": "sparseinst",
+}
+MODEL_FAMILIES = ("backbone", "encoder", "iam", "decoder")
+TRAIN_FAMILIES = ("matcher", "loss")
 
 
 class RecipeError(ValueError):
@@ -83,6 +97,7 @@ class InferenceSection(StrictModel):
     score_threshold: Annotated[float, Field(ge=0, lt=1)] = SCORE_THRESHOLD
     mask_threshold: Annotated[float, Field(gt=0, lt=1)] = MASK_THRESHOLD
     max_detections: PositiveInt = MAX_DETECTIONS
+    objectness_rescoring: bool = True  # off: score = class probability (paper Table 7 ablation)
 
 
 class AugmentationSection(StrictModel):
@@ -98,19 +113,52 @@ class AugmentationSection(StrictModel):
 
 
 class SolverSection(StrictModel):
-    """AdamW with linear warm-up and step decay."""
+    """AdamW with linear warm-up, then step decay (``multistep``) or ``cosine`` decay to 0.
+
+    ``batch_size`` counts images per optimizer step over all processes; each process runs
+    ``batch_size / (processes * accumulate)`` images per forward pass.
+    """
 
     lr: Annotated[float, Field(gt=0)] = BASE_LR
+    backbone_lr_factor: Annotated[float, Field(ge=0)] = BACKBONE_LR_FACTOR
     weight_decay: Annotated[float, Field(ge=0)] = WEIGHT_DECAY
     batch_size: PositiveInt = BATCH_SIZE
+    accumulate: PositiveInt = 1
     max_iter: PositiveInt = MAX_ITER
+    schedule: Literal["multistep", "cosine"] = "multistep"
     lr_steps: tuple[PositiveInt, ...] = LR_STEPS
     lr_gamma: Annotated[float, Field(gt=0, le=1)] = LR_GAMMA
     warmup_iters: Annotated[int, Field(ge=0)] = WARMUP_ITERS
     warmup_factor: Annotated[float, Field(gt=0, le=1)] = WARMUP_FACTOR
+    clip_grad_norm: Annotated[float, Field(gt=0)] | None = None
+
+    @model_validator(mode="after")
+    def _batch_divides(self) -> SolverSection:
+        if self.batch_size % self.accumulate:
+            raise ValueError(f"batch_size ({self.batch_size}) must be a multiple of accumulate ({self.accumulate})")
+        return self
 
 
-class TrainSection(StrictModel):
+class DatasetPaths(StrictModel):
+    """A COCO instances JSON and its image folder (relative paths: from the current directory)."""
+
+    annotations: Path
+    images: Path
+
+
+class DataSection(StrictModel):
+    train: DatasetPaths | None = None
+    val: DatasetPaths | None = None
+
+
+class TrainSectionBase(StrictModel):
+    precision: Literal["fp32", "fp16", "bf16"] = "fp32"  # autocast; matching and losses stay fp32
+    seed: int = 0
+    workers: Annotated[int, Field(ge=0)] = DATA_WORKERS
+    checkpoint_period: PositiveInt = CHECKPOINT_PERIOD
+    eval_period: Annotated[int, Field(ge=0)] = 0  # 0: evaluate once, at the end
+    log_period: PositiveInt = LOG_PERIOD
+    tensorboard: bool = False
     augmentation: AugmentationSection = AugmentationSection()
     solver: SolverSection = SolverSection()
 
@@ -137,7 +185,7 @@ class RecipeBase(StrictModel):
     description: str = ""
     input: InputSection = InputSection()
     inference: InferenceSection = InferenceSection()
-    train: TrainSection = TrainSection()
+    data: DataSection = DataSection()
 
     def dump(self) -> dict[str, Any]:
         """The resolved recipe, every default filled in, as plain JSON-able data."""
@@ -159,12 +207,17 @@ def _component_union(family: str) -> Any:
 
 @lru_cache(maxsize=8)
 def _schema(component_names: tuple[tuple[str, ...], ...]) -> type[RecipeBase]:
-    components = {
-        family: (_component_union(family), Field(default_factory=_default_component(family)))
-        for family in MODEL_FAMILIES
-    }
-    model_section = create_model("ModelSection", __base__=ModelSectionBase, **components)
-    return create_model("Recipe", __base__=RecipeBase, model=(model_section, Field(default_factory=model_section)))
+    def components(families: tuple[str, ...]) -> dict[str, Any]:
+        return {family: (_component_union(family), Field(default_factory=_default_component(family))) for family in families}
+
+    model_section = create_model("ModelSection", __base__=ModelSectionBase, **components(MODEL_FAMILIES))
+    train_section = create_model("TrainSection", __base__=TrainSectionBase, **components(TRAIN_FAMILIES))
+    return create_model(
+        "Recipe",
+        __base__=RecipeBase,
+        train=(train_section, Field(default_factory=train_section)),
+        model=(model_section, Field(default_factory=model_section)),
+    )
 
 
 def _default_component(family: str) -> Any:
