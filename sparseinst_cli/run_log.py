@@ -22,8 +22,9 @@ class RunLog:
         self.enabled = out_dir is not None
         self._writer = _tensorboard_writer(out_dir) if self.enabled and tensorboard else None
         self._progress = Progress(
-            TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("[cyan]{task.fields[rate]}"),
-            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[losses]}"),
+            TextColumn("[bold]train"), BarColumn(bar_width=20), MofNCompleteColumn(),
+            TextColumn("[cyan]{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+            TextColumn("{task.fields[losses]}"),
             console=console, disable=not self.enabled,
         )
         self._task = self._progress.add_task("train", total=total, completed=start, rate="", losses="")

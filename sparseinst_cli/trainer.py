@@ -310,7 +310,7 @@ class Trainer:
                     self.skipped_images.update(batch.skipped)
                 losses = self.train_step(micro_batches)
                 window_images += solver.batch_size
-                log.advance(self.step, "  ".join(f"{k.removeprefix('loss_')} {v:.3f}" for k, v in losses.items()))
+                log.advance(self.step, f"loss {losses['loss']:.3f}")
                 if self.step % train.log_period == 0 or self.step == solver.max_iter:
                     elapsed = time.perf_counter() - window_start
                     log.write({"step": self.step, "lr": self.optimizer.param_groups[0]["lr"], **losses,
