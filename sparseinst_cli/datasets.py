@@ -150,7 +150,7 @@ class CocoInstances(Dataset):
             raise DatasetError(f"{source}: no categories")
         by_id: dict[int, str] = {}
         for position, category in enumerate(categories):
-            if not isinstance(category, dict) or not _is_int(category.get("id")) or not isinstance(category.get("name"), str):
+            if not (isinstance(category, dict) and _is_int(category.get("id")) and isinstance(category.get("name"), str)):
                 raise DatasetError(f"{source}: category #{position} needs an integer 'id' and a string 'name'")
             if category["id"] in by_id:
                 raise DatasetError(f"{source}: category id {category['id']} appears twice")
@@ -260,7 +260,7 @@ def segmentation_problem(segm: Any, height: int, width: int) -> str | None:
         return "segmentation is neither polygons nor RLE"
     if "size" not in segm or "counts" not in segm:
         return "RLE needs 'size' and 'counts'"
-    if list(segm["size"]) != [height, width] if isinstance(segm["size"], list) else True:
+    if not isinstance(segm["size"], list) or segm["size"] != [height, width]:
         return f"RLE size {segm['size']!r} disagrees with the image ({height}x{width})"
     counts = segm["counts"]
     if isinstance(counts, list):
@@ -312,7 +312,9 @@ def _read_json(path: Path) -> dict:
         raise DatasetError(f"{path}: cannot read ({exc})") from None
     if not isinstance(data, dict) or any(key not in data for key in REQUIRED_KEYS):
         found = ", ".join(sorted(data)) if isinstance(data, dict) else type(data).__name__
-        raise DatasetError(f"{path}: not a COCO instances file (needs 'images', 'annotations', 'categories'; found {found or 'nothing'})")
+        raise DatasetError(
+            f"{path}: not a COCO instances file (needs 'images', 'annotations', 'categories'; found {found or 'nothing'})"
+        )
     for key in ("images", "annotations"):
         if not isinstance(data[key], list):
             raise DatasetError(f"{path}: '{key}' must be a list")
