@@ -12,6 +12,8 @@ from rich.markup import escape
 from components.pretrained import WeightsError
 from components.registry import ComponentError
 
+from .datasets import DatasetError
+from .evaluation import ResultsError
 from .images import ImageError
 from .recipe import RecipeError
 
@@ -38,7 +40,7 @@ def user_errors() -> Iterator[None]:
         for line in exc.lines:
             err_console.print(f"  {escape(line)}")
         raise typer.Exit(EXIT_USAGE) from None
-    except (WeightsError, ImageError, ComponentError, FileNotFoundError) as exc:
+    except (WeightsError, ImageError, ComponentError, DatasetError, ResultsError, FileNotFoundError) as exc:
         raise fail(str(exc)) from None
     except KeyboardInterrupt:
         raise fail("interrupted", EXIT_INTERRUPTED) from None

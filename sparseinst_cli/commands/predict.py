@@ -5,16 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import torch
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from ..errors import EXIT_FAILED, console, err_console, fail, user_errors
 from ..images import collect_images
 from ..inference import Predictor
 from ..predict import SHOW_THRESHOLD, ImageReport, predict_files
-from .options import DeviceOption, Overrides, RecipeOption, WeightsOption
+from ..progress import ImageProgress
+from .options import DeviceOption, Overrides, RecipeOption, WeightsOption, check_device
 
 
 def predict(
@@ -41,8 +40,7 @@ def predict(
     """
     if (weights is None) == (recipe is None):
         raise fail("give exactly one of --weights (a checkpoint) or --recipe (random weights)")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise fail(f"device '{device}' requested but CUDA is not available")
+    check_device(device)
     with user_errors():
         paths, problems = collect_images(inputs)
         if weights is not None:
@@ -55,17 +53,10 @@ def predict(
     if not paths:
         raise fail("no images to predict")
 
-    progress = Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("[cyan]{task.fields[rate]}"),
-        TimeRemainingColumn(), console=err_console, transient=True,
-    )
-    with progress:
-        task = progress.add_task("predict", total=len(paths), rate="")
+    with ImageProgress("predict", len(paths), err_console) as progress:
 
         def advance(entry: ImageReport) -> None:
-            progress.update(task, advance=1)
-            speed = progress.tasks[0].speed
-            progress.update(task, rate=f"{speed:.2f} img/s" if speed else "")
+            progress.advance()
             if entry.error:
                 progress.console.print(f"[red]failed:[/] {entry.error}")
 

@@ -1,0 +1,187 @@
+"""COCO mask AP: hand-computed cases, results files, crowded images and the eval command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from sparseinst_cli.checkpoint import save_checkpoint
+from sparseinst_cli.cli import app
+from sparseinst_cli.coco import encode_rle
+from sparseinst_cli.demo_data import generate_demo_dataset
+from sparseinst_cli.evaluation import (
+    ResultsError,
+    evaluate_results,
+    mask_ap,
+    match_categories,
+)
+from sparseinst_cli.inference import Predictor
+from sparseinst_cli.recipe import load_recipe
+
+from .conftest import SMALL_MODEL
+
+HEIGHT, WIDTH = 40, 60
+RECALL_POINTS = 101  # COCO interpolates precision at recall 0, 0.01, ..., 1
+
+
+def box_mask(x0: int, y0: int, x1: int, y1: int, height: int = HEIGHT, width: int = WIDTH) -> np.ndarray:
+    mask = np.zeros((height, width), bool)
+    mask[y0:y1, x0:x1] = True
+    return mask
+
+
+def write_ground_truth(path: Path, objects: dict[int, list[tuple[int, np.ndarray]]], num_images: int,
+                       categories: tuple[str, ...] = ("a", "b")) -> Path:
+    """objects: image id -> [(category id, mask)]."""
+    annotations = []
+    for image_id, items in objects.items():
+        for category_id, mask in items:
+            ys, xs = np.nonzero(mask)
+            annotations.append({
+                "id": len(annotations) + 1, "image_id": image_id, "category_id": category_id,
+                "segmentation": encode_rle(mask), "area": int(mask.sum()), "iscrowd": 0,
+                "bbox": [int(xs.min()), int(ys.min()), int(np.ptp(xs)) + 1, int(np.ptp(ys)) + 1],
+            })
+    data = {
+        "images": [{"id": i, "file_name": f"{i}.png", "height": HEIGHT, "width": WIDTH} for i in range(1, num_images + 1)],
+        "annotations": annotations,
+        "categories": [{"id": i + 1, "name": name} for i, name in enumerate(categories)],
+    }
+    path.write_text(json.dumps(data))
+    return path
+
+
+def result(image_id: int, category_id: int, mask: np.ndarray, score: float) -> dict:
+    return {"image_id": image_id, "category_id": category_id, "segmentation": encode_rle(mask), "score": score}
+
+
+@pytest.fixture
+def two_images(tmp_path: Path) -> tuple[Path, dict]:
+    objects = {
+        1: [(1, box_mask(2, 2, 12, 12))],
+        2: [(1, box_mask(30, 5, 50, 25)), (2, box_mask(2, 20, 14, 38))],
+    }
+    return write_ground_truth(tmp_path / "gt.json", objects, 2), objects
+
+
+def test_perfect_predictions_give_ap_100(two_images) -> None:
+    gt, objects = two_images
+    results = [result(i, c, m, 0.9) for i, items in objects.items() for c, m in items]
+    metrics = evaluate_results(gt, results).metrics
+    assert metrics["AP"] == metrics["AP50"] == metrics["AP75"] == 100.0
+    assert metrics["per_class"] == {"a": 100.0, "b": 100.0}
+
+
+def test_shifted_mask_counts_only_below_its_iou(tmp_path: Path) -> None:
+    # A 10x10 square shifted by 2 px: IoU = 80 / 120 = 0.667, a hit at IoU 0.50, 0.55, 0.60, 0.65
+    # and a miss at the six thresholds from 0.70: AP = 4/10 = 40, AP50 = 100, AP75 = 0.
+    gt = write_ground_truth(tmp_path / "gt.json", {1: [(1, box_mask(10, 10, 20, 20))]}, 1, ("a",))
+    metrics = evaluate_results(gt, [result(1, 1, box_mask(12, 10, 22, 20), 0.8)]).metrics
+    assert metrics["AP"] == pytest.approx(40.0)
+    assert metrics["AP50"] == 100.0 and metrics["AP75"] == 0.0
+
+
+def test_swapped_label_is_a_false_positive(two_images) -> None:
+    gt, objects = two_images
+    (a1, mask_a1), = objects[1]
+    (_, mask_a2), (b, mask_b) = objects[2]
+    results = [
+        result(1, 1, mask_a1, 0.9),  # right
+        result(2, 2, mask_a2, 0.8),  # an "a" called "b": a miss for "a", a false positive for "b"
+        result(2, b, mask_b, 0.7),  # right, ranked below the false positive
+    ]
+    # class a: 2 objects, one found at precision 1 -> precision 1 at recall 0..0.50 (51 of 101 points).
+    # class b: 1 object found second -> precision 1/2 at every recall point.
+    expected_a = 100 * 51 / RECALL_POINTS
+    expected_b = 50.0
+    metrics = evaluate_results(gt, results).metrics
+    assert metrics["per_class"]["a"] == pytest.approx(expected_a, abs=1e-3)
+    assert metrics["per_class"]["b"] == pytest.approx(expected_b, abs=1e-3)
+    assert metrics["AP"] == pytest.approx((expected_a + expected_b) / 2, abs=1e-3)
+
+
+def test_empty_predictions_give_zero_with_a_warning(two_images) -> None:
+    gt, _ = two_images
+    evaluation = evaluate_results(gt, [])
+    assert evaluation.metrics["AP"] == 0.0 and evaluation.metrics["AP50"] == 0.0
+    assert any("no predictions" in w for w in evaluation.warnings)
+
+
+def test_results_json_round_trip(two_images, tmp_path: Path) -> None:
+    gt, objects = two_images
+    results = [result(i, c, m, s) for (i, items), s in zip(objects.items(), (0.9, 0.4)) for c, m in items]
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(results))
+    assert evaluate_results(gt, path).metrics == mask_ap(gt, results)
+
+
+def test_images_with_more_than_100_instances(tmp_path: Path) -> None:
+    # 12 x 10 = 120 one-cell squares, all predicted perfectly.
+    masks = [box_mask(5 * c, 4 * r, 5 * c + 3, 4 * r + 3) for r in range(10) for c in range(12)]
+    gt = write_ground_truth(tmp_path / "gt.json", {1: [(1, m) for m in masks]}, 1, ("a",))
+    results = [result(1, 1, m, 0.5 + i / 1000) for i, m in enumerate(masks)]
+    capped = evaluate_results(gt, results)
+    # COCO scores the 100 best: recall 100/120, precision 1 -> 84 of 101 recall points (0..0.83).
+    assert capped.metrics["AP"] == pytest.approx(100 * 84 / RECALL_POINTS, abs=1e-3)
+    assert any("more than 100 annotated instances" in w for w in capped.warnings)
+    assert any("more than 100 predictions" in w for w in capped.warnings)
+    assert evaluate_results(gt, results, max_detections=150).metrics["AP"] == 100.0
+
+
+@pytest.mark.parametrize("record, message", [
+    ({"image_id": 7, "category_id": 1, "score": 1.0}, "needs image_id, category_id, segmentation, score"),
+    ({"image_id": 7, "category_id": 1, "score": 1.0, "segmentation": {}}, "image id 7"),
+    ({"image_id": 1, "category_id": 9, "score": 1.0, "segmentation": {}}, "category id 9"),
+    ({"image_id": 1, "category_id": 1, "score": 1.0, "segmentation": [[0, 0, 1, 1, 1, 0]]}, "must be RLE"),
+])
+def test_malformed_results_are_named(two_images, tmp_path: Path, record: dict, message: str) -> None:
+    gt, _ = two_images
+    with pytest.raises(ResultsError, match=message):
+        evaluate_results(gt, [record])
+
+
+def test_categories_are_matched_by_name_then_by_order() -> None:
+    dataset = [{"id": 3, "name": "cat"}, {"id": 7, "name": "dog"}]
+    assert match_categories([{"id": 1, "name": "dog"}, {"id": 2, "name": "cat"}], dataset) == [
+        {"id": 7, "name": "dog"}, {"id": 3, "name": "cat"}]
+    assert match_categories([{"id": 1, "name": "class_0"}, {"id": 2, "name": "class_1"}], dataset) == dataset
+    with pytest.raises(ResultsError, match="3 classes"):
+        match_categories([{"id": i, "name": str(i)} for i in range(3)], dataset)
+
+
+def test_eval_command_runs_a_model_and_scores_its_results_file(tmp_path: Path) -> None:
+    data = generate_demo_dataset(tmp_path / "demo", train_images=1, val_images=3, size=(64, 64))
+    recipe = load_recipe("r50_giam", [*SMALL_MODEL, "model.num_classes=4", "inference.score_threshold=0.0",
+                                      "input.min_size_test=64", "input.max_size_test=64"])
+    predictor = Predictor.from_recipe(recipe, seed=1)
+    weights = save_checkpoint(tmp_path / "model.safetensors", predictor.model, recipe, predictor.categories)
+    runner = CliRunner()
+    out = tmp_path / "eval"
+    run = runner.invoke(app, ["eval", "--weights", str(weights), "--data", str(data.val_json),
+                              "--images", str(data.val_dir), "--out", str(out), "--max-detections", "5"])
+    assert run.exit_code == 0, run.output
+    written = json.loads((out / "eval.json").read_text())
+    results = json.loads((out / "results.json").read_text())
+    assert written["images"] == 3 and written["detections"] == len(results) == 3 * 5  # 10 candidates, 5 kept
+    assert "Per-class mask AP" in run.output and "circle" in run.output
+
+    again = runner.invoke(app, ["eval", "--results", str(out / "results.json"), "--data", str(data.val_json),
+                                "--out", str(tmp_path / "again")])
+    assert again.exit_code == 0, again.output
+    rescored = json.loads((tmp_path / "again" / "eval.json").read_text())
+    assert {k: rescored[k] for k in ("AP", "AP50", "per_class")} == {k: written[k] for k in ("AP", "AP50", "per_class")}
+
+
+def test_eval_command_argument_errors(two_images, tmp_path: Path) -> None:
+    gt, _ = two_images
+    runner = CliRunner()
+    both = runner.invoke(app, ["eval", "--data", str(gt)])
+    assert both.exit_code == 2 and "exactly one of --weights" in both.output
+    missing = runner.invoke(app, ["eval", "--data", str(tmp_path / "nope.json"), "--results", str(gt)])
+    assert missing.exit_code == 2 and "no such annotations file" in missing.output
+    no_images = runner.invoke(app, ["eval", "--data", str(gt), "--weights", str(tmp_path / "w.safetensors")])
+    assert no_images.exit_code == 2 and "--images" in no_images.output
