@@ -15,12 +15,13 @@ from .commands.demo_data import demo_data
 from .commands.evaluate import evaluate
 from .commands.predict import predict
 from .commands.recipes import recipes
+from .commands.tide import tide
 from .commands.train import train
 from .commands.viz_iam import viz_iam
 
 app = typer.Typer(
     name="sparseinst",
-    help="SparseInst real-time instance segmentation: train, evaluate, predict, convert weights, inspect recipes and components.",
+    help="SparseInst real-time instance segmentation: train, evaluate, analyse errors (TIDE), visualize IAMs, predict, convert weights, inspect recipes and components.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -29,6 +30,7 @@ app.command()(train)
 app.command("demo-data")(demo_data)
 app.command()(predict)
 app.command("eval")(evaluate)
+app.command()(tide)
 app.command("viz-iam")(viz_iam)
 app.command()(convert)
 app.command("components")(components_command)

@@ -153,12 +153,18 @@ def test_categories_are_matched_by_name_then_by_order() -> None:
         match_categories([{"id": i, "name": str(i)} for i in range(3)], dataset)
 
 
-def test_eval_command_runs_a_model_and_scores_its_results_file(tmp_path: Path) -> None:
+@pytest.fixture
+def demo_and_weights(tmp_path: Path):
+    """Three 64x64 demo images and a small random model with the demo's four classes."""
     data = generate_demo_dataset(tmp_path / "demo", train_images=1, val_images=3, size=(64, 64))
     recipe = load_recipe("r50_giam", [*SMALL_MODEL, "model.num_classes=4", "inference.score_threshold=0.0",
                                       "input.min_size_test=64", "input.max_size_test=64"])
     predictor = Predictor.from_recipe(recipe, seed=1)
-    weights = save_checkpoint(tmp_path / "model.safetensors", predictor.model, recipe, predictor.categories)
+    return data, save_checkpoint(tmp_path / "model.safetensors", predictor.model, recipe, predictor.categories)
+
+
+def test_eval_command_runs_a_model_and_scores_its_results_file(demo_and_weights, tmp_path: Path) -> None:
+    data, weights = demo_and_weights
     runner = CliRunner()
     out = tmp_path / "eval"
     run = runner.invoke(app, ["eval", "--weights", str(weights), "--data", str(data.val_json),
@@ -185,3 +191,17 @@ def test_eval_command_argument_errors(two_images, tmp_path: Path) -> None:
     assert missing.exit_code == 2 and "no such annotations file" in missing.output
     no_images = runner.invoke(app, ["eval", "--data", str(gt), "--weights", str(tmp_path / "w.safetensors")])
     assert no_images.exit_code == 2 and "--images" in no_images.output
+
+
+def test_tide_command_runs_models_like_eval(demo_and_weights, tmp_path: Path) -> None:
+    data, weights = demo_and_weights
+    runner = CliRunner()
+    run = runner.invoke(app, ["eval", "--weights", str(weights), "--data", str(data.val_json),
+                              "--images", str(data.val_dir), "--out", str(tmp_path / "eval")])
+    assert run.exit_code == 0, run.output
+    tide = runner.invoke(app, ["tide", "--weights", str(weights), "--data", str(data.val_json),
+                               "--images", str(data.val_dir), "--out", str(tmp_path / "tide")])
+    assert tide.exit_code == 0, tide.output
+    report = json.loads((tmp_path / "tide" / "tide.json").read_text())["model"]
+    assert report["ap50"] == pytest.approx(json.loads((tmp_path / "eval" / "eval.json").read_text())["AP50"], abs=1e-3)
+    assert report["predictions"] == 3 * 10 and report["ground_truth"] == len(json.loads(data.val_json.read_text())["annotations"])
