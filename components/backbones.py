@@ -40,7 +40,7 @@ class ConvNorm(nn.Conv2d):
         if offset is None:
             x = super().forward(x)
         else:
-            x = deform_conv2d(x, offset, self.weight, stride=self.stride, padding=self.padding)
+            x = deform_conv2d(x, offset, self.weight, self.bias, stride=self.stride, padding=self.padding)
         return self.norm(x)
 
 

@@ -16,6 +16,7 @@ from .commands.evaluate import evaluate
 from .commands.predict import predict
 from .commands.recipes import recipes
 from .commands.tide import tide
+from .commands.time import time_command
 from .commands.train import train
 from .commands.viz_iam import viz_iam
 
@@ -31,6 +32,7 @@ app.command("demo-data")(demo_data)
 app.command()(predict)
 app.command("eval")(evaluate)
 app.command()(tide)
+app.command("time")(time_command)
 app.command("viz-iam")(viz_iam)
 app.command()(convert)
 app.command("components")(components_command)

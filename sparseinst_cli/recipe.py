@@ -153,6 +153,7 @@ class DataSection(StrictModel):
 
 class TrainSectionBase(StrictModel):
     precision: Literal["fp32", "fp16", "bf16"] = "fp32"  # autocast; matching and losses stay fp32
+    channels_last: bool = True  # NHWC activations: faster convolutions on CPU (oneDNN) and tensor cores
     seed: int = 0
     workers: Annotated[int, Field(ge=0)] = DATA_WORKERS
     checkpoint_period: PositiveInt = CHECKPOINT_PERIOD

@@ -129,6 +129,8 @@ class Trainer:
 
         torch.manual_seed(train.seed)  # the same recipe starts from the same weights
         self.model = build_model(self.recipe).to(self.device).train()
+        self.memory_format = torch.channels_last if train.channels_last else torch.contiguous_format
+        self.model.to(memory_format=self.memory_format)
         self.network = (DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda"
                                                 else None) if process.distributed else self.model)
         self.matcher = build("matcher", train.matcher.name, **train.matcher.arguments())
@@ -253,7 +255,7 @@ class Trainer:
     def _losses(self, batch: TrainBatch) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         enabled = self.autocast_dtype is not None
         with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=enabled):
-            output = self.network(batch.images)
+            output = self.network(batch.images.contiguous(memory_format=self.memory_format))
         size = tuple(output.masks.shape[-2:])
         targets = [Target(labels, downsample_target_masks(masks, size)) for masks, labels in
                    zip(batch.masks, batch.labels)]

@@ -1,0 +1,185 @@
+"""Latency per module (the paper's Table 8): backbone, encoder, decoder, post-processing, end to end.
+
+Timing attaches from outside: forward hooks on the model's ``backbone``, ``encoder`` and
+``decoder`` record a clock (``perf_counter`` on CPU; CUDA events on GPU, read after one
+synchronization per run), and post-processing is timed around its call. The model knows
+nothing of it. Each run is synchronized before and after, so the module times add up to the
+end-to-end time up to the hooks' own overhead and the small work between modules.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from components import postprocess
+
+from .inference import Predictor, pad_batch
+
+MODULES = ("backbone", "encoder", "decoder")
+STAGES = (*MODULES, "postprocess")
+UNATTRIBUTED = "other"  # end-to-end time outside the timed stages (glue between modules, hooks)
+DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+ASPECT = 4 / 3  # timing images are 4:3 landscape, as COCO's typical 640 x 853
+
+
+@dataclass
+class Stat:
+    median_ms: float
+    min_ms: float
+    max_ms: float
+
+    @classmethod
+    def of(cls, seconds: list[float]) -> Stat:
+        ms = [1000 * s for s in seconds]
+        return cls(round(statistics.median(ms), 3), round(min(ms), 3), round(max(ms), 3))
+
+
+@dataclass
+class Timing:
+    """One configuration's latency; ``modules`` keyed by ``STAGES`` and ``UNATTRIBUTED`` (empty
+    without per-module timing)."""
+
+    name: str
+    input_size: tuple[int, int]  # resized image (h, w)
+    padded_size: tuple[int, int]
+    batch: int
+    dtype: str
+    device: str
+    runs: int
+    end_to_end: Stat
+    fps: float  # images per second at the median end-to-end time
+    modules: dict[str, Stat] = field(default_factory=dict)
+    parameters: int = 0
+    gflops: float = 0.0  # per image, network forward only
+    detections: float = 0.0  # mean instances kept per image (post-processing work depends on it)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+class Clock:
+    """Timestamps on the device's own timeline."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.device = device
+
+    def now(self):
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            return event
+        return time.perf_counter()
+
+    def seconds(self, start, end) -> float:
+        return start.elapsed_time(end) / 1000 if self.cuda else end - start
+
+    def sync(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+
+
+@contextmanager
+def module_clock(model: nn.Module, clock: Clock, marks: dict[str, list]) -> Iterator[None]:
+    """Record ``marks[name] = [start, end]`` around each of ``MODULES``' forward calls."""
+    handles = []
+    for name in MODULES:
+        module = getattr(model, name)
+        handles.append(module.register_forward_pre_hook(lambda *_, n=name: marks.__setitem__(n, [clock.now()])))
+        handles.append(module.register_forward_hook(lambda *_, n=name: marks[n].append(clock.now())))
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def timing_size(short: int, max_size: int) -> tuple[int, int]:
+    """(h, w) of a 4:3 landscape image resized to shorter side ``short`` and longer side at most ``max_size``."""
+    return short, min(max_size, round(short * ASPECT))
+
+
+def count_gflops(model: nn.Module, images: torch.Tensor) -> float:
+    """Forward GFLOPs per image (multiply-add counted as 2), from torch's flop counter."""
+    counter = FlopCounterMode(display=False)
+    with counter, torch.inference_mode():
+        model(images[:1])
+    return round(counter.get_total_flops() / 1e9, 2)
+
+
+def time_predictor(predictor: Predictor, image: np.ndarray, *, name: str, size: tuple[int, int], batch: int = 1,
+                   dtype: str = "fp32", warmup: int = 3, runs: int = 10, per_module: bool = True,
+                   model: nn.Module | None = None) -> Timing:
+    """Latency of ``model`` (default: the predictor's) plus post-processing on ``batch`` copies of
+    ``image`` resized to ``size`` (h, w), after ``warmup`` runs; medians over ``runs``.
+
+    With ``per_module`` the hooks time each module; end-to-end times come from the same runs.
+    """
+    model = model or predictor.model
+    pixels = torch.from_numpy(np.ascontiguousarray(image)).to(predictor.device).permute(2, 0, 1)[None].float()
+    resized = F.interpolate(pixels, size=size, mode="bilinear", antialias=True, align_corners=False)[0]
+    normalized = (resized - predictor.pixel_mean) / predictor.pixel_std
+    padded = pad_batch([normalized] * batch, predictor.recipe.input.size_divisibility)
+    images = padded.contiguous(memory_format=torch.channels_last)
+    image_sizes = [size] * batch
+    spec = predictor.recipe.inference
+    clock = Clock(predictor.device)
+    autocast = (torch.autocast(predictor.device.type, dtype=DTYPES[dtype]) if DTYPES[dtype] is not None
+                else nullcontext())
+    marks: dict[str, list] = {}
+    samples: dict[str, list[float]] = {stage: [] for stage in ("total", *STAGES, UNATTRIBUTED)}
+    kept: list[int] = []
+
+    def run() -> dict[str, float]:
+        clock.sync()
+        start = clock.now()
+        with torch.inference_mode(), autocast:
+            output = model(images)
+        post_start = clock.now()
+        instances = postprocess(output, tuple(images.shape[-2:]), image_sizes, image_sizes,
+                                score_threshold=spec.score_threshold, mask_threshold=spec.mask_threshold,
+                                max_detections=spec.max_detections, objectness_rescoring=spec.objectness_rescoring)
+        end = clock.now()
+        clock.sync()
+        kept.append(sum(len(i) for i in instances))
+        times = {"total": clock.seconds(start, end), "postprocess": clock.seconds(post_start, end)}
+        for stage in MODULES:
+            if stage in marks:
+                times[stage] = clock.seconds(*marks[stage])
+        if marks:
+            times[UNATTRIBUTED] = times["total"] - sum(times[stage] for stage in STAGES)
+        return times
+
+    context = module_clock(model, clock, marks) if per_module else nullcontext()
+    with context:
+        for _ in range(warmup):
+            run()
+        kept.clear()
+        for _ in range(runs):
+            for stage, seconds in run().items():
+                samples[stage].append(seconds)
+    end_to_end = Stat.of(samples["total"])
+    return Timing(
+        name=name, input_size=size, padded_size=tuple(images.shape[-2:]), batch=batch, dtype=dtype,
+        device=str(predictor.device), runs=runs, end_to_end=end_to_end,
+        fps=round(1000 * batch / end_to_end.median_ms, 2),
+        modules={stage: Stat.of(samples[stage]) for stage in (*STAGES, UNATTRIBUTED) if samples[stage]},
+        parameters=sum(p.numel() for p in predictor.model.parameters()),
+        gflops=count_gflops(predictor.model, images),
+        detections=round(sum(kept) / (len(kept) * batch), 2),
+    )
+
+
+def unattributed_fraction(timing: Timing) -> float:
+    """The median share of the end-to-end time outside the timed stages (0 when they add up)."""
+    return timing.modules[UNATTRIBUTED].median_ms / timing.end_to_end.median_ms

@@ -1,0 +1,109 @@
+"""Per-module timing and the optimized inference model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torchvision.ops.misc import FrozenBatchNorm2d
+from typer.testing import CliRunner
+
+from sparseinst_cli.cli import app
+from sparseinst_cli.inference import Predictor
+from sparseinst_cli.optimize import fold_frozen_batch_norm, optimize_for_inference
+from sparseinst_cli.recipe import load_recipe
+from sparseinst_cli.timing import STAGES, UNATTRIBUTED, time_predictor, timing_size, unattributed_fraction
+
+from .conftest import SMALL_MODEL, shapes_image
+
+UNATTRIBUTED_MARGIN = 0.10  # stages must cover at least 90% of the end-to-end median
+
+
+def randomize_frozen_norms(model: torch.nn.Module) -> None:
+    """Give every frozen batch norm non-trivial statistics, so folding has something to fold."""
+    generator = torch.Generator().manual_seed(0)
+    for module in model.modules():
+        if isinstance(module, FrozenBatchNorm2d):
+            n = module.weight.numel()
+            module.weight.copy_(torch.rand(n, generator=generator) + 0.5)
+            module.bias.copy_(torch.rand(n, generator=generator) - 0.5)
+            module.running_mean.copy_(torch.rand(n, generator=generator) - 0.5)
+            module.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
+
+
+@pytest.mark.parametrize("recipe, extra", [
+    ("r50_giam", SMALL_MODEL),
+    ("r50vd_dcn_giam", SMALL_MODEL),  # deep stem, avg-pool shortcuts, deformable convs
+    ("demo", ["model.num_classes=3"]),  # EfficientNet-Lite0
+])
+def test_optimized_model_reproduces_the_plain_one(recipe: str, extra: list[str]) -> None:
+    predictor = Predictor.from_recipe(recipe, overrides=[*extra, "input.min_size_test=96", "input.max_size_test=128"],
+                                      seed=2)
+    randomize_frozen_norms(predictor.model)
+    norms = sum(isinstance(m, FrozenBatchNorm2d) for m in predictor.model.modules())
+    fast = optimize_for_inference(predictor.model)
+    assert not any(isinstance(m, FrozenBatchNorm2d) for m in fast.modules())
+    assert any(isinstance(m, FrozenBatchNorm2d) for m in predictor.model.modules())  # the original is untouched
+
+    batch = predictor.preprocess([shapes_image(90, 120, seed=1), shapes_image(120, 100, seed=2)])
+    with torch.inference_mode():
+        plain = predictor.model(batch.images)
+        optimized = fast(batch.images.contiguous(memory_format=torch.channels_last))
+    for a, b in zip(plain[:3], optimized[:3]):  # logits, objectness, mask logits
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4 * float(a.abs().max()))
+
+    # The same instances come out (masks may flip only at pixels within float noise of the threshold).
+    plain_instances = predictor.predict([shapes_image(90, 120, seed=1)])[0]
+    predictor.model = fast
+    fast_instances = predictor.predict([shapes_image(90, 120, seed=1)])[0]
+    torch.testing.assert_close(fast_instances.scores, plain_instances.scores, rtol=1e-4, atol=1e-6)
+    assert torch.equal(fast_instances.labels, plain_instances.labels)
+    assert (fast_instances.masks == plain_instances.masks).float().mean() > 0.9999
+    assert norms > 0
+
+
+def test_folding_counts_every_norm() -> None:
+    model = Predictor.from_recipe("r50_giam", overrides=SMALL_MODEL).model
+    norms = sum(isinstance(m, FrozenBatchNorm2d) for m in model.modules())
+    assert fold_frozen_batch_norm(model) == norms
+    assert fold_frozen_batch_norm(model) == 0  # nothing left
+
+
+def test_per_module_times_add_up() -> None:
+    predictor = Predictor.from_recipe("r50_giam", overrides=SMALL_MODEL)
+    timing = time_predictor(predictor, shapes_image(120, 160), name="small", size=(96, 128), warmup=1, runs=5)
+    assert set(timing.modules) == {*STAGES, UNATTRIBUTED}
+    assert all(timing.modules[s].min_ms <= timing.modules[s].median_ms <= timing.modules[s].max_ms for s in STAGES)
+    assert all(timing.modules[s].median_ms > 0 for s in STAGES)
+    assert unattributed_fraction(timing) < UNATTRIBUTED_MARGIN
+    assert timing.padded_size == (96, 128) and timing.fps == pytest.approx(1000 / timing.end_to_end.median_ms, rel=1e-2)
+    assert timing.parameters == sum(p.numel() for p in predictor.model.parameters())
+    assert timing.gflops > 0
+
+
+def test_timing_size_is_four_by_three_capped() -> None:
+    assert timing_size(640, 853) == (640, 853)
+    assert timing_size(448, 853) == (448, 597)
+    assert timing_size(640, 800) == (640, 800)
+
+
+def test_time_command_writes_the_documented_json(tmp_path: Path) -> None:
+    recipe = load_recipe("r50_giam", SMALL_MODEL)
+    assert recipe.model.decoder.num_instances == 10
+    sets = [arg for item in SMALL_MODEL for arg in ("--set", item)]
+    run = CliRunner().invoke(app, ["time", "--recipe", "r50_giam", *sets, "--sizes", "64,96", "--runs", "2",
+                                   "--warmup", "1", "--out", str(tmp_path), "--compare", "r50_base"])
+    assert run.exit_code == 0, run.output
+    record = json.loads((tmp_path / "timing.json").read_text())
+    assert {"device", "threads", "torch", "timings"} <= set(record)
+    assert [(t["name"], t["input_size"]) for t in record["timings"]] == [
+        ("r50_giam", [64, 85]), ("r50_giam", [96, 128]), ("r50_base", [64, 85]), ("r50_base", [96, 128])]
+    first = record["timings"][0]
+    assert {"end_to_end", "fps", "modules", "parameters", "gflops", "padded_size", "batch", "dtype"} <= set(first)
+    assert set(first["modules"]) == {*STAGES, UNATTRIBUTED}
+    assert set(first["end_to_end"]) == {"median_ms", "min_ms", "max_ms"}
+
+    bad = CliRunner().invoke(app, ["time", "--recipe", "r50_giam", "--sizes", "abc"])
+    assert bad.exit_code == 2 and "--sizes" in bad.output
