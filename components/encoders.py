@@ -14,6 +14,36 @@ PPM_POOL_SIZES = (1, 2, 3, 6)
 PPM_REDUCTION = 4  # each pooled branch has D / 4 channels
 
 
+def pooling_matrix(length: int, bins: int, like: Tensor) -> Tensor:
+    """(bins, length) weights of adaptive average pooling along one axis: bin i averages
+    positions floor(i * length / bins) .. ceil((i + 1) * length / bins) - 1, as PyTorch's does."""
+    index = torch.arange(bins, device=like.device)
+    start = torch.div(index * length, bins, rounding_mode="floor")
+    end = torch.div((index + 1) * length + bins - 1, bins, rounding_mode="floor")
+    position = torch.arange(length, device=like.device)
+    inside = ((position[None] >= start[:, None]) & (position[None] < end[:, None])).to(like.dtype)
+    return inside / inside.sum(1, keepdim=True)
+
+
+def adaptive_average_pool(x: Tensor, size: int) -> Tensor:
+    """``F.adaptive_avg_pool2d(x, size)`` as two matrix products, so that exported graphs (ONNX)
+    keep working at input sizes other than the one they were traced at."""
+    rows = pooling_matrix(x.shape[-2], size, x)
+    cols = pooling_matrix(x.shape[-1], size, x)
+    return torch.einsum("ih,bchw,jw->bcij", rows, x, cols)
+
+
+class AdaptivePool(nn.Module):
+    """``nn.AdaptiveAvgPool2d`` that exports to ONNX with dynamic input sizes."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def forward(self, x: Tensor) -> Tensor:
+        return adaptive_average_pool(x, self.size)
+
+
 class PyramidPooling(nn.Module):
     """Adaptive average pools to several grid sizes, 1x1 conv + ReLU each, upsampled back and
     fused with the input by a 1x1 conv + ReLU. Works on maps of any size, down to 1x1."""
@@ -22,7 +52,7 @@ class PyramidPooling(nn.Module):
         super().__init__()
         branch_channels = channels // PPM_REDUCTION
         self.stages = nn.ModuleList(
-            nn.Sequential(nn.AdaptiveAvgPool2d(size), nn.Conv2d(channels, branch_channels, 1)) for size in pool_sizes
+            nn.Sequential(AdaptivePool(size), nn.Conv2d(channels, branch_channels, 1)) for size in pool_sizes
         )
         self.bottleneck = nn.Conv2d(channels + len(pool_sizes) * branch_channels, channels, 1)
 

@@ -13,6 +13,7 @@ from .commands.components import components as components_command
 from .commands.convert import convert
 from .commands.demo_data import demo_data
 from .commands.evaluate import evaluate
+from .commands.export import export_app
 from .commands.predict import predict
 from .commands.recipes import recipes
 from .commands.tide import tide
@@ -33,6 +34,7 @@ app.command()(predict)
 app.command("eval")(evaluate)
 app.command()(tide)
 app.command("time")(time_command)
+app.add_typer(export_app, name="export")
 app.command("viz-iam")(viz_iam)
 app.command()(convert)
 app.command("components")(components_command)

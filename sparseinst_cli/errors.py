@@ -14,6 +14,7 @@ from components.registry import ComponentError
 
 from .datasets import DatasetError
 from .evaluation import ResultsError
+from .export import ExportError
 from .images import ImageError
 from .recipe import RecipeError
 
@@ -40,7 +41,8 @@ def user_errors() -> Iterator[None]:
         for line in exc.lines:
             err_console.print(f"  {escape(line)}")
         raise typer.Exit(EXIT_USAGE) from None
-    except (WeightsError, ImageError, ComponentError, DatasetError, ResultsError, FileNotFoundError) as exc:
+    except (WeightsError, ImageError, ComponentError, DatasetError, ResultsError, ExportError,
+            FileNotFoundError) as exc:
         raise fail(str(exc)) from None
     except KeyboardInterrupt:
         raise fail("interrupted", EXIT_INTERRUPTED) from None

@@ -19,7 +19,7 @@ from .checkpoint import load_model
 from .coco import default_categories
 from .images import read_image, resized_shape
 from .modeling import build_model
-from .recipe import Recipe, load_recipe
+from .recipe import Recipe, RecipeError, apply_override, load_recipe, validate_recipe
 
 ImageInput = np.ndarray | str | Path
 
@@ -54,6 +54,27 @@ class Predictor:
     ) -> Predictor:
         model, checkpoint = load_model(path, overrides)
         return cls(model, checkpoint.recipe, checkpoint.categories, device)
+
+    @classmethod
+    def from_onnx(
+        cls, path: str | Path, device: str | torch.device = "cpu", overrides: Sequence[str] = ()
+    ) -> Predictor:
+        """A model exported by ``sparseinst export onnx``, run by onnxruntime. Overrides may change
+        the ``input`` and ``inference`` sections only (the network is fixed in the file)."""
+        from .export import OnnxModel
+
+        model = OnnxModel(path, device)
+        recipe = model.recipe
+        if overrides:
+            fixed = [o for o in overrides if not o.split("=", 1)[0].strip().startswith(("input.", "inference."))]
+            if fixed:
+                raise RecipeError(str(path), [f"{o}: an ONNX model's network is fixed; only input.* and inference.* "
+                                              f"can be overridden" for o in fixed])
+            data = recipe.dump()
+            for assignment in overrides:
+                apply_override(data, assignment)
+            recipe = validate_recipe(data, f"{path} (stored recipe)")
+        return cls(model, recipe, model.categories, device)
 
     @classmethod
     def from_recipe(

@@ -21,7 +21,7 @@ from ..evaluation import (
     match_categories,
 )
 from ..progress import ImageProgress
-from .options import DeviceOption, Overrides, WeightsOption, check_device, load_predictor
+from .options import BackendOption, DeviceOption, Overrides, WeightsOption, check_device, load_predictor
 
 DataOption = Annotated[Path, typer.Option("--data", help="COCO instances JSON (the ground truth).", show_default=False)]
 ImagesOption = Annotated[Optional[Path], typer.Option(  # noqa: UP007 - typer needs Optional
@@ -44,6 +44,7 @@ def evaluate(
     results: ResultsOption = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for eval.json and results.json.")] = Path("runs/eval"),
     device: DeviceOption = "cpu",
+    backend: BackendOption = "torch",
     batch_size: BatchOption = EVAL_BATCH_SIZE,
     size: SizeOption = None,
     max_size: MaxSizeOption = None,
@@ -60,7 +61,7 @@ def evaluate(
       sparseinst eval --weights r50_giam_aug.safetensors --data coco/val2017.json --images coco/val2017 --device cuda
       sparseinst eval --results runs/eval/results.json --data data/demo/val.json
     """
-    evaluation = _run(data, images, weights, results, device, batch_size, size, max_size, max_detections,
+    evaluation = _run(data, images, weights, results, device, backend, batch_size, size, max_size, max_detections,
                       overrides or [])
     for warning in evaluation.warnings:
         err_console.print(f"[yellow]warning:[/] {warning}")
@@ -75,7 +76,7 @@ def evaluate(
     console.print(f"metrics: {out / 'eval.json'}" + ("" if results else f"  results: {out / 'results.json'}"))
 
 
-def _run(data: Path, images: Path | None, weights: Path | None, results: Path | None, device: str,
+def _run(data: Path, images: Path | None, weights: Path | None, results: Path | None, device: str, backend: str,
          batch_size: int, size: int | None, max_size: int | None, max_detections: int,
          overrides: list[str]) -> Evaluation:
     if (weights is None) == (results is None):
@@ -94,7 +95,7 @@ def _run(data: Path, images: Path | None, weights: Path | None, results: Path | 
         overrides = [*overrides, f"inference.max_detections={max_detections}"]
         overrides += [f"input.min_size_test={size}"] if size else []
         overrides += [f"input.max_size_test={max_size}"] if max_size else []
-        predictor = load_predictor(weights, device, overrides)
+        predictor = load_predictor(weights, device, overrides, backend)
         predictor.categories = match_categories(predictor.categories, dataset.categories)
         with ImageProgress("eval", len(dataset), err_console) as progress:
             return evaluate_predictor(predictor, dataset, batch_size, progress.advance)

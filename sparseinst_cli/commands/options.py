@@ -9,6 +9,7 @@ import torch
 import typer
 
 from ..errors import fail
+from ..export import onnx_for
 from ..inference import Predictor
 
 Overrides = Annotated[
@@ -24,6 +25,9 @@ WeightsOption = Annotated[
     typer.Option("--weights", "-w", help="Native checkpoint (.safetensors) written by train or convert."),
 ]
 DeviceOption = Annotated[str, typer.Option("--device", "-d", help="cpu, cuda or cuda:N.")]
+BACKENDS = ("torch", "onnxruntime")
+BackendOption = Annotated[str, typer.Option(
+    "--backend", help="torch, or onnxruntime (an .onnx file, or the checkpoint exported on the fly).")]
 
 
 def check_device(device: str) -> None:
@@ -32,6 +36,13 @@ def check_device(device: str) -> None:
         raise fail(f"device '{device}' requested but CUDA is not available")
 
 
-def load_predictor(weights: Path, device: str, overrides: list[str]) -> Predictor:
-    """A predictor for a native checkpoint (errors are reported by the caller's ``user_errors``)."""
+def load_predictor(weights: Path, device: str, overrides: list[str], backend: str = "torch") -> Predictor:
+    """A predictor for a native checkpoint, run by PyTorch or (exported on the fly unless it is
+    an ``.onnx`` file already) by onnxruntime. Errors are reported by the caller's ``user_errors``."""
+    if backend not in BACKENDS:
+        raise fail(f"--backend: expected one of {', '.join(BACKENDS)}, got '{backend}'")
+    if backend == "onnxruntime":
+        return Predictor.from_onnx(onnx_for(weights), device, overrides)
+    if Path(weights).suffix == ".onnx":
+        raise fail(f"{weights}: an ONNX model runs with --backend onnxruntime")
     return Predictor.from_checkpoint(weights, device, overrides)

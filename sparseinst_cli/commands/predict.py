@@ -13,7 +13,7 @@ from ..images import collect_images
 from ..inference import Predictor
 from ..predict import SHOW_THRESHOLD, ImageReport, predict_files
 from ..progress import ImageProgress
-from .options import DeviceOption, Overrides, RecipeOption, WeightsOption, check_device
+from .options import BackendOption, DeviceOption, Overrides, RecipeOption, WeightsOption, check_device, load_predictor
 
 
 def predict(
@@ -23,6 +23,7 @@ def predict(
     overrides: Overrides = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for overlays and JSON.")] = Path("runs/predict"),
     device: DeviceOption = "cpu",
+    backend: BackendOption = "torch",
     show_threshold: Annotated[
         float, typer.Option(help="Overlays draw instances scoring at least this; results.json keeps all.")
     ] = SHOW_THRESHOLD,
@@ -37,6 +38,7 @@ def predict(
     Examples:
       sparseinst predict photos/ --weights model.safetensors
       sparseinst predict samples/shapes.png --recipe r50_giam --out runs/try
+      sparseinst predict photos/ --weights model.onnx --backend onnxruntime
     """
     if (weights is None) == (recipe is None):
         raise fail("give exactly one of --weights (a checkpoint) or --recipe (random weights)")
@@ -44,7 +46,7 @@ def predict(
     with user_errors():
         paths, problems = collect_images(inputs)
         if weights is not None:
-            predictor = Predictor.from_checkpoint(weights, device, overrides or [])
+            predictor = load_predictor(weights, device, overrides or [], backend)
         else:
             predictor = Predictor.from_recipe(recipe, device, overrides or [], seed=seed)
             err_console.print(f"[yellow]note:[/] recipe '{recipe}' with random weights: predictions are meaningless")

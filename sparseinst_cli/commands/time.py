@@ -17,7 +17,7 @@ from ..images import read_image
 from ..inference import Predictor
 from ..optimize import optimize_for_inference
 from ..timing import DTYPES, STAGES, UNATTRIBUTED, Timing, time_predictor, timing_size, unattributed_fraction
-from .options import DeviceOption, Overrides, check_device
+from .options import BackendOption, DeviceOption, Overrides, check_device, load_predictor
 
 TIMING_IMAGE_SIZE = (480, 640)  # the built-in test image (a demo-data scene), resized to each size
 
@@ -53,6 +53,7 @@ def time_command(
     threads: Annotated[int, typer.Option(help="CPU threads (0: torch's default).")] = 0,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for timing.json.")] = Path("runs/time"),
     device: DeviceOption = "cpu",
+    backend: BackendOption = "torch",
     overrides: Overrides = None,
 ) -> None:
     """Latency and FPS per module (backbone, encoder, decoder, post-processing) and end to end.
@@ -74,6 +75,8 @@ def time_command(
         raise fail("--batch and --runs must be at least 1, --warmup at least 0")
     if compile and not fast:
         raise fail("--compile needs --fast")
+    if backend == "onnxruntime" and (fast or recipe or any(not c.endswith((".safetensors", ".onnx")) for c in compare or [])):
+        raise fail("--backend onnxruntime times checkpoints (--weights, --compare FILE) as exported, without --fast")
     check_device(device)
     if threads:
         torch.set_num_threads(threads)
@@ -82,14 +85,15 @@ def time_command(
     with user_errors():
         picture = read_image(image) if image else render_image(0, "val", 1, TIMING_IMAGE_SIZE).image
         for source in models:
-            predictor = _load(source, device, overrides or [])
+            predictor = _load(source, device, overrides or [], backend)
             model = optimize_for_inference(predictor.model, compile=compile) if fast else None
-            name = Path(source).stem + (" (fast)" if fast else "")
+            name = Path(source).stem + (" (fast)" if fast else "") + (" (onnxruntime)" if backend != "torch" else "")
             for short in shorter_sides:
                 size = timing_size(short, max(predictor.recipe.input.max_size_test, short))
                 err_console.print(f"timing {name} at {size[0]}x{size[1]} ...")
                 timings.append(time_predictor(predictor, picture, name=name, size=size, batch=batch, dtype=dtype,
-                                              warmup=warmup, runs=runs, per_module=per_module and not compile,
+                                              warmup=warmup, runs=runs,
+                                              per_module=per_module and not compile and backend == "torch",
                                               model=model))
     out.mkdir(parents=True, exist_ok=True)
     record = {"device": _device_name(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
@@ -99,9 +103,9 @@ def time_command(
     console.print(f"timings: {out / 'timing.json'}")
 
 
-def _load(source: str, device: str, overrides: list[str]) -> Predictor:
-    if source.endswith(".safetensors"):
-        return Predictor.from_checkpoint(source, device, overrides)
+def _load(source: str, device: str, overrides: list[str], backend: str) -> Predictor:
+    if source.endswith((".safetensors", ".onnx")):
+        return load_predictor(Path(source), device, overrides, backend)
     return Predictor.from_recipe(source, device, overrides)
 
 
@@ -112,7 +116,7 @@ def _device_name(device: str) -> str:
 
 
 def timing_table(timings: list[Timing], device_name: str) -> Table:
-    per_module = any(t.modules for t in timings)
+    per_module = any(UNATTRIBUTED in t.modules for t in timings)
     stages = (*STAGES, UNATTRIBUTED) if per_module else ()
     dtypes = ", ".join(sorted({t.dtype for t in timings}))
     table = Table(title=f"Latency in ms, median ({device_name}, {torch.get_num_threads()} threads, {dtypes})")
@@ -125,11 +129,11 @@ def timing_table(timings: list[Timing], device_name: str) -> Table:
     for t in timings:
         batch = f"x{t.batch}" if t.batch > 1 else ""
         table.add_row(t.name if len(dtypes) < 5 else f"{t.name} {t.dtype}", f"{t.input_size[0]}x{t.input_size[1]}{batch}",
-                      *(f"{t.modules[s].median_ms:.1f}" for s in stages),
+                      *(f"{t.modules[s].median_ms:.1f}" if s in t.modules else "-" for s in stages),
                       f"{t.end_to_end.median_ms:.1f}", f"{t.fps:.1f}", f"{t.gflops:.1f}")
     notes = [f"{t.name}: {t.parameters / 1e6:.1f} M parameters" for t in {t.name: t for t in timings}.values()]
     if per_module:
-        notes.append(f"'other' is time outside the stages: at most {100 * max(map(unattributed_fraction, timings)):.1f}%"
-                     " of the total")
+        worst = max(unattributed_fraction(t) for t in timings if UNATTRIBUTED in t.modules)
+        notes.append(f"'other' is time outside the stages: at most {100 * worst:.1f}% of the total")
     table.caption = "; ".join(notes)
     return table
