@@ -124,7 +124,9 @@ class SparseInstDecoder(nn.Module):
         maps, instance_features = self.iam(self.inst_convs(features))
         kernels = self.mask_kernel(instance_features)  # (B, N, K)
         mask_features = self.mask_projection(self.mask_convs(features))  # (B, K, h, w)
-        masks = torch.bmm(kernels, mask_features.flatten(2)).unflatten(-1, mask_features.shape[-2:])
+        with torch.autocast(features.device.type, enabled=False):  # fp32: large logits overflow fp16
+            masks = torch.bmm(kernels.float(), mask_features.flatten(2).float())
+        masks = masks.unflatten(-1, mask_features.shape[-2:])
         masks = F.interpolate(masks, scale_factor=MASK_UPSAMPLE, mode="bilinear", align_corners=False)
         return SparseInstOutput(
             logits=self.cls_score(instance_features),

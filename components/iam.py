@@ -74,13 +74,14 @@ class ConvIAM(nn.Module):
 
     def forward(self, features: Tensor) -> IAMResult:
         x = F.relu(self.extra_conv(features)) if self.extra_conv is not None else features
-        logits = self.conv(x).flatten(2)  # (B, G * N, HW)
+        # Normalized in fp32 whatever the autocast dtype: an fp16 sum over a large map can overflow.
+        logits = self.conv(x).flatten(2).float()  # (B, G * N, HW)
         if self.softmax_bias is not None:
             maps = F.softmax(logits + self.softmax_bias, dim=-1)
         else:
             maps = logits.sigmoid()
             maps = maps / maps.sum(-1, keepdim=True).clamp(min=SIGMOID_NORM_EPS)
-        grouped = torch.bmm(maps, features.flatten(2).transpose(1, 2))  # (B, G * N, D)
+        grouped = torch.bmm(maps.to(features.dtype), features.flatten(2).transpose(1, 2))  # (B, G * N, D)
         grouped = grouped.unflatten(1, (self.groups, self.num_instances)).transpose(1, 2)  # (B, N, G, D)
         instance_features = grouped.flatten(2)
         if self.group_fc is not None:

@@ -101,7 +101,9 @@ def postprocess(
             top = image_scores.topk(max_detections).indices
             image_scores, image_labels, probs = image_scores[top], image_labels[top], probs[top]
         probs = F.interpolate(probs.unsqueeze(1), size=input_size, mode="bilinear", align_corners=False)
-        probs = F.interpolate(probs[..., :h, :w], size=original, mode="bilinear", align_corners=False)
+        probs = probs[..., :h, :w]
+        if (h, w) != tuple(original):  # a same-size bilinear resize is the identity: skip the copy
+            probs = F.interpolate(probs, size=original, mode="bilinear", align_corners=False)
         masks = probs.squeeze(1) > mask_threshold
         results.append(Instances(masks, image_scores, image_labels, masks_to_boxes(masks), tuple(original)))
     return results

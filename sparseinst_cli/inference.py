@@ -22,6 +22,7 @@ from .modeling import build_model
 from .recipe import Recipe, RecipeError, apply_override, load_recipe, validate_recipe
 
 ImageInput = np.ndarray | str | Path
+INFERENCE_DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 @dataclass
@@ -47,6 +48,21 @@ class Predictor:
         self.categories = categories
         self.pixel_mean = torch.tensor(recipe.input.pixel_mean, device=self.device).view(3, 1, 1)
         self.pixel_std = torch.tensor(recipe.input.pixel_std, device=self.device).view(3, 1, 1)
+        self.autocast_dtype: torch.dtype | None = None
+        self.memory_format = torch.contiguous_format
+
+    def optimize(self, dtype: str = "fp32", compile: bool = False) -> Predictor:
+        """Switch to the fast inference path: batch norm folded, NHWC, optional ``torch.compile``
+        and fp16/bf16 autocast (post-processing stays fp32). Returns ``self``."""
+        from .optimize import optimize_for_inference
+
+        if dtype not in INFERENCE_DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(INFERENCE_DTYPES)}, got {dtype!r}")
+        if isinstance(self.model, SparseInst):
+            self.model = optimize_for_inference(self.model, compile=compile)
+            self.memory_format = torch.channels_last
+        self.autocast_dtype = INFERENCE_DTYPES[dtype]
+        return self
 
     @classmethod
     def from_checkpoint(
@@ -108,7 +124,12 @@ class Predictor:
 
     @torch.inference_mode()
     def forward(self, batch: Batch, return_maps: bool = False) -> SparseInstOutput:
-        return self.model(batch.images, return_maps=return_maps)
+        images = batch.images.contiguous(memory_format=self.memory_format)
+        if self.autocast_dtype is None:
+            return self.model(images, return_maps=return_maps)
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype):
+            output = self.model(images, return_maps=return_maps)
+        return SparseInstOutput(*(None if t is None else t.float() for t in output))
 
     @torch.inference_mode()
     def predict(self, images: Sequence[ImageInput]) -> list[Instances]:

@@ -23,12 +23,12 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from components import postprocess
 
+from .inference import INFERENCE_DTYPES as DTYPES
 from .inference import Predictor, pad_batch
 
 MODULES = ("backbone", "encoder", "decoder")
 STAGES = (*MODULES, "postprocess")
 UNATTRIBUTED = "other"  # end-to-end time outside the timed stages (glue between modules, hooks)
-DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 ASPECT = 4 / 3  # timing images are 4:3 landscape, as COCO's typical 640 x 853
 
 

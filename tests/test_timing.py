@@ -107,3 +107,42 @@ def test_time_command_writes_the_documented_json(tmp_path: Path) -> None:
 
     bad = CliRunner().invoke(app, ["time", "--recipe", "r50_giam", "--sizes", "abc"])
     assert bad.exit_code == 2 and "--sizes" in bad.output
+
+
+# Reduced precision: relative error of each raw output against fp32 (fp16 has a 10-bit mantissa,
+# bf16 a 7-bit one; errors compound through the network).
+PRECISION_RTOL = {"fp16": 0.02, "bf16": 0.1}
+
+
+@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
+@pytest.mark.parametrize("iam", ["sigmoid", "softmax", "group", "cross_attention"])
+def test_reduced_precision_is_finite_and_close(iam: str, dtype: str) -> None:
+    overrides = [*SMALL_MODEL, f"model.iam.name={iam}", "input.min_size_test=96", "input.max_size_test=128"]
+    plain = Predictor.from_recipe("r50_giam", overrides=overrides, seed=1)
+    fast = Predictor.from_recipe("r50_giam", overrides=overrides, seed=1).optimize(dtype)
+    batch = plain.preprocess([shapes_image(90, 120, seed=1)])
+    expected, actual = plain.forward(batch), fast.forward(batch)
+    for a, b in zip(expected[:3], actual[:3]):
+        assert b.dtype == torch.float32 and torch.isfinite(b).all()
+        assert float((a - b).abs().max() / a.abs().max()) < PRECISION_RTOL[dtype]
+
+
+def test_fp16_survives_mask_logits_beyond_its_range() -> None:
+    """Mask logits past fp16's 65504 (a scaled kernel head) stay finite: the mask product runs in fp32."""
+    predictor = Predictor.from_recipe("r50_giam", overrides=[*SMALL_MODEL, "input.min_size_test=64",
+                                                             "input.max_size_test=64"], seed=0)
+    with torch.no_grad():
+        predictor.model.decoder.mask_kernel.weight.mul_(1e4)
+    batch = predictor.preprocess([shapes_image(64, 64)])
+    expected = predictor.forward(batch)
+    assert float(expected.masks.abs().max()) > torch.finfo(torch.float16).max
+    actual = predictor.optimize("fp16").forward(batch)
+    assert all(torch.isfinite(t).all() for t in actual[:3])
+    assert float((actual.masks - expected.masks).abs().max() / expected.masks.abs().max()) < PRECISION_RTOL["fp16"]
+    assert torch.isfinite(postprocess_one(actual, batch).scores).all()
+
+
+def postprocess_one(output, batch):
+    from components import postprocess
+
+    return postprocess(output, tuple(batch.images.shape[-2:]), batch.image_sizes, batch.original_sizes)[0]

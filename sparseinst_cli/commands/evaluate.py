@@ -21,7 +21,7 @@ from ..evaluation import (
     match_categories,
 )
 from ..progress import ImageProgress
-from .options import BackendOption, DeviceOption, Overrides, WeightsOption, check_device, load_predictor
+from .options import BackendOption, DeviceOption, DtypeOption, FastOption, Overrides, WeightsOption, check_device, load_predictor
 
 DataOption = Annotated[Path, typer.Option("--data", help="COCO instances JSON (the ground truth).", show_default=False)]
 ImagesOption = Annotated[Optional[Path], typer.Option(  # noqa: UP007 - typer needs Optional
@@ -45,6 +45,8 @@ def evaluate(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for eval.json and results.json.")] = Path("runs/eval"),
     device: DeviceOption = "cpu",
     backend: BackendOption = "torch",
+    fast: FastOption = False,
+    dtype: DtypeOption = "fp32",
     batch_size: BatchOption = EVAL_BATCH_SIZE,
     size: SizeOption = None,
     max_size: MaxSizeOption = None,
@@ -62,7 +64,7 @@ def evaluate(
       sparseinst eval --results runs/eval/results.json --data data/demo/val.json
     """
     evaluation = _run(data, images, weights, results, device, backend, batch_size, size, max_size, max_detections,
-                      overrides or [])
+                      overrides or [], fast, dtype)
     for warning in evaluation.warnings:
         err_console.print(f"[yellow]warning:[/] {warning}")
     for failure in evaluation.failures:
@@ -78,7 +80,7 @@ def evaluate(
 
 def _run(data: Path, images: Path | None, weights: Path | None, results: Path | None, device: str, backend: str,
          batch_size: int, size: int | None, max_size: int | None, max_detections: int,
-         overrides: list[str]) -> Evaluation:
+         overrides: list[str], fast: bool = False, dtype: str = "fp32") -> Evaluation:
     if (weights is None) == (results is None):
         raise fail("give exactly one of --weights (run a model) or --results (score a results file)")
     if batch_size < 1 or max_detections < 1:
@@ -95,7 +97,7 @@ def _run(data: Path, images: Path | None, weights: Path | None, results: Path | 
         overrides = [*overrides, f"inference.max_detections={max_detections}"]
         overrides += [f"input.min_size_test={size}"] if size else []
         overrides += [f"input.max_size_test={max_size}"] if max_size else []
-        predictor = load_predictor(weights, device, overrides, backend)
+        predictor = load_predictor(weights, device, overrides, backend, fast=fast, dtype=dtype)
         predictor.categories = match_categories(predictor.categories, dataset.categories)
         with ImageProgress("eval", len(dataset), err_console) as progress:
             return evaluate_predictor(predictor, dataset, batch_size, progress.advance)

@@ -10,7 +10,7 @@ import typer
 
 from ..errors import fail
 from ..export import onnx_for
-from ..inference import Predictor
+from ..inference import INFERENCE_DTYPES, Predictor
 
 Overrides = Annotated[
     Optional[list[str]],  # noqa: UP007 - typer needs Optional here
@@ -26,6 +26,9 @@ WeightsOption = Annotated[
 ]
 DeviceOption = Annotated[str, typer.Option("--device", "-d", help="cpu, cuda or cuda:N.")]
 BACKENDS = ("torch", "onnxruntime")
+FastOption = Annotated[bool, typer.Option(
+    "--fast", help="Fast inference: batch norm folded into the convolutions, NHWC activations.")]
+DtypeOption = Annotated[str, typer.Option("--dtype", help="fp32, or fp16/bf16 autocast for the network (implies --fast).")]
 BackendOption = Annotated[str, typer.Option(
     "--backend", help="torch, or onnxruntime (an .onnx file, or the checkpoint exported on the fly).")]
 
@@ -36,13 +39,20 @@ def check_device(device: str) -> None:
         raise fail(f"device '{device}' requested but CUDA is not available")
 
 
-def load_predictor(weights: Path, device: str, overrides: list[str], backend: str = "torch") -> Predictor:
-    """A predictor for a native checkpoint, run by PyTorch or (exported on the fly unless it is
-    an ``.onnx`` file already) by onnxruntime. Errors are reported by the caller's ``user_errors``."""
+def load_predictor(weights: Path, device: str, overrides: list[str], backend: str = "torch", *,
+                   fast: bool = False, dtype: str = "fp32") -> Predictor:
+    """A predictor for a native checkpoint, run by PyTorch (optionally optimized) or, exported on
+    the fly unless it is an ``.onnx`` file already, by onnxruntime. Errors are reported by the
+    caller's ``user_errors``."""
     if backend not in BACKENDS:
         raise fail(f"--backend: expected one of {', '.join(BACKENDS)}, got '{backend}'")
+    if dtype not in INFERENCE_DTYPES:
+        raise fail(f"--dtype: expected one of {', '.join(INFERENCE_DTYPES)}, got '{dtype}'")
     if backend == "onnxruntime":
+        if fast or dtype != "fp32":
+            raise fail("--fast and --dtype apply to the torch backend (the ONNX model is already optimized)")
         return Predictor.from_onnx(onnx_for(weights), device, overrides)
     if Path(weights).suffix == ".onnx":
         raise fail(f"{weights}: an ONNX model runs with --backend onnxruntime")
-    return Predictor.from_checkpoint(weights, device, overrides)
+    predictor = Predictor.from_checkpoint(weights, device, overrides)
+    return predictor.optimize(dtype) if fast or dtype != "fp32" else predictor

@@ -13,7 +13,7 @@ from ..images import collect_images
 from ..inference import Predictor
 from ..predict import SHOW_THRESHOLD, ImageReport, predict_files
 from ..progress import ImageProgress
-from .options import BackendOption, DeviceOption, Overrides, RecipeOption, WeightsOption, check_device, load_predictor
+from .options import BackendOption, DeviceOption, DtypeOption, FastOption, Overrides, RecipeOption, WeightsOption, check_device, load_predictor
 
 
 def predict(
@@ -24,6 +24,8 @@ def predict(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for overlays and JSON.")] = Path("runs/predict"),
     device: DeviceOption = "cpu",
     backend: BackendOption = "torch",
+    fast: FastOption = False,
+    dtype: DtypeOption = "fp32",
     show_threshold: Annotated[
         float, typer.Option(help="Overlays draw instances scoring at least this; results.json keeps all.")
     ] = SHOW_THRESHOLD,
@@ -46,7 +48,7 @@ def predict(
     with user_errors():
         paths, problems = collect_images(inputs)
         if weights is not None:
-            predictor = load_predictor(weights, device, overrides or [], backend)
+            predictor = load_predictor(weights, device, overrides or [], backend, fast=fast, dtype=dtype)
         else:
             predictor = Predictor.from_recipe(recipe, device, overrides or [], seed=seed)
             err_console.print(f"[yellow]note:[/] recipe '{recipe}' with random weights: predictions are meaningless")
