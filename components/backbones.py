@@ -76,12 +76,12 @@ class Bottleneck(nn.Module):
         self.conv3 = ConvNorm(width, out_channels, 1)
 
     def forward(self, x: Tensor) -> Tensor:
-        out = F.relu(self.conv1(x))
+        out = F.relu(self.conv1(x), inplace=True)
         offset = self.conv2_offset(out) if self.conv2_offset is not None else None
-        out = F.relu(self.conv2(out, offset))
+        out = F.relu(self.conv2(out, offset), inplace=True)
         out = self.conv3(out)
         identity = self.shortcut(x) if self.shortcut is not None else x
-        return F.relu(out + identity)
+        return F.relu(out + identity, inplace=True)
 
 
 class BasicBlock(nn.Module):
@@ -99,11 +99,11 @@ class BasicBlock(nn.Module):
         self.conv2_offset = _offset_conv(width, 1) if deformable else None
 
     def forward(self, x: Tensor) -> Tensor:
-        out = F.relu(self.conv1(x))
+        out = F.relu(self.conv1(x), inplace=True)
         offset = self.conv2_offset(out) if self.conv2_offset is not None else None
         out = self.conv2(out, offset)
         identity = self.shortcut(x) if self.shortcut is not None else x
-        return F.relu(out + identity)
+        return F.relu(out + identity, inplace=True)
 
 
 def _offset_conv(channels: int, stride: int) -> nn.Conv2d:
@@ -130,7 +130,7 @@ class Stem(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         for conv in (self.conv1, getattr(self, "conv2", None), getattr(self, "conv3", None)):
             if conv is not None:
-                x = F.relu(conv(x))
+                x = F.relu(conv(x), inplace=True)
         return F.max_pool2d(x, kernel_size=3, stride=2, padding=1)
 
 

