@@ -11,8 +11,9 @@ class ImageProgress:
 
     def __init__(self, description: str, total: int, console: Console) -> None:
         self._progress = Progress(
-            TextColumn(f"[bold]{description}"), BarColumn(), MofNCompleteColumn(), TextColumn("[cyan]{task.fields[rate]}"),
-            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console, transient=True,
+            TextColumn(f"[bold]{description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("[cyan]{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+            console=console, transient=True,
         )
         self._task = self._progress.add_task(description, total=total, rate="")
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 import copy
 import difflib
 import json
-import tomllib
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
+import tomllib
 from pydantic import (
     BaseModel,
     Discriminator,

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from components import SparseInstOutput, postprocess
-from components.postprocess import masks_to_boxes, maskness
+from components.postprocess import maskness, masks_to_boxes
 from sparseinst_cli.images import resized_shape
 from sparseinst_cli.inference import Predictor, pad_batch
 

@@ -21,7 +21,16 @@ from ..evaluation import (
     match_categories,
 )
 from ..progress import ImageProgress
-from .options import BackendOption, DeviceOption, DtypeOption, FastOption, Overrides, WeightsOption, check_device, load_predictor
+from .options import (
+    BackendOption,
+    DeviceOption,
+    DtypeOption,
+    FastOption,
+    Overrides,
+    WeightsOption,
+    check_device,
+    load_predictor,
+)
 
 DataOption = Annotated[Path, typer.Option("--data", help="COCO instances JSON (the ground truth).", show_default=False)]
 ImagesOption = Annotated[Optional[Path], typer.Option(  # noqa: UP007 - typer needs Optional

@@ -13,7 +13,17 @@ from ..images import collect_images
 from ..inference import Predictor
 from ..predict import SHOW_THRESHOLD, ImageReport, predict_files
 from ..progress import ImageProgress
-from .options import BackendOption, DeviceOption, DtypeOption, FastOption, Overrides, RecipeOption, WeightsOption, check_device, load_predictor
+from .options import (
+    BackendOption,
+    DeviceOption,
+    DtypeOption,
+    FastOption,
+    Overrides,
+    RecipeOption,
+    WeightsOption,
+    check_device,
+    load_predictor,
+)
 
 
 def predict(
