@@ -21,7 +21,6 @@ import torch
 
 from sparseinst_cli.demo_data import render_image
 from sparseinst_cli.inference import Predictor
-from sparseinst_cli.optimize import optimize_for_inference
 from sparseinst_cli.timing import time_predictor
 
 AUTHORS_CPU_MS = 1570.0  # the authors' implementation, r50_giam 640x853, batch 1, fp32, 2 CPU threads
@@ -48,11 +47,11 @@ def main() -> None:
     predictor = Predictor.from_recipe(args.recipe, device=args.device)
     image = render_image(0, "val", 1, (args.height, args.width)).image
     size = (args.height, args.width)
-    options = {"size": size, "batch": args.batch, "dtype": args.dtype, "warmup": args.warmup, "runs": args.runs}
-    plain = time_predictor(predictor, image, name=f"{args.recipe} plain", **options)
-    fast_model = optimize_for_inference(predictor.model, compile=args.compile)
-    fast = time_predictor(predictor, image, name=f"{args.recipe} fast", model=fast_model,
-                          per_module=not args.compile, **options)
+    options = {"size": size, "batch": args.batch, "warmup": args.warmup, "runs": args.runs}
+    plain = time_predictor(predictor.use_precision(args.dtype), image, name=f"{args.recipe} plain", **options)
+    optimized = Predictor(predictor.model, predictor.recipe, predictor.categories, predictor.device)
+    optimized.optimize(args.dtype, compile=args.compile)
+    fast = time_predictor(optimized, image, name=f"{args.recipe} fast", per_module=not args.compile, **options)
 
     result = {
         "recipe": args.recipe,

@@ -222,10 +222,10 @@ def evaluate_predictor(predictor: Predictor, dataset: CocoInstances, batch_size:
                        advance: Callable[[int], None] | None = None) -> Evaluation:
     """Run ``predictor`` over ``dataset`` and score its predictions against the dataset's JSON."""
     ground_truth = load_ground_truth(dataset.annotations_file)
-    max_detections = predictor.recipe.inference.max_detections
+    scored = max(predictor.recipe.inference.max_detections, COCO_MAX_DETECTIONS)  # per image
     results, image_ids, failures = predict_dataset(predictor, dataset, batch_size, advance)
-    metrics = mask_ap(ground_truth, results, image_ids, max(max_detections, COCO_MAX_DETECTIONS))
-    warnings = crowding_warnings(ground_truth, results, image_ids, max(max_detections, COCO_MAX_DETECTIONS))
+    metrics = mask_ap(ground_truth, results, image_ids, scored)
+    warnings = crowding_warnings(ground_truth, results, image_ids, scored)
     return Evaluation(metrics, results, image_ids, failures, warnings)
 
 

@@ -31,6 +31,7 @@ from components import SparseInst, SparseInstOutput
 from .checkpoint import atomic_write, load_model
 from .optimize import fold_frozen_batch_norm
 from .recipe import Recipe, validate_recipe
+from .timing import timing_size
 
 OUTPUT_NAMES = ("logits", "objectness", "masks")
 METADATA_RECIPE = "sparseinst.recipe"
@@ -61,9 +62,8 @@ class RawOutputs(nn.Module):
 def example_size(recipe: Recipe) -> tuple[int, int]:
     """The padded (H, W) of a 4:3 image at the recipe's test size: the export's example input."""
     spec = recipe.input
-    width = min(spec.max_size_test, round(spec.min_size_test * 4 / 3))
     divisor = spec.size_divisibility
-    return (math.ceil(spec.min_size_test / divisor) * divisor, math.ceil(width / divisor) * divisor)
+    return tuple(math.ceil(side / divisor) * divisor for side in timing_size(spec.min_size_test, spec.max_size_test))
 
 
 def export_onnx(weights: str | Path, out: str | Path, *, dynamic: bool = False,

@@ -56,13 +56,21 @@ class Predictor:
         and fp16/bf16 autocast (post-processing stays fp32). Returns ``self``."""
         from .optimize import optimize_for_inference
 
-        if dtype not in INFERENCE_DTYPES:
-            raise ValueError(f"dtype must be one of {', '.join(INFERENCE_DTYPES)}, got {dtype!r}")
         if isinstance(self.model, SparseInst):
             self.model = optimize_for_inference(self.model, compile=compile)
             self.memory_format = torch.channels_last
+        return self.use_precision(dtype)
+
+    def use_precision(self, dtype: str) -> Predictor:
+        """Run the network under ``dtype`` autocast ("fp16", "bf16"), or plainly ("fp32")."""
+        if dtype not in INFERENCE_DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(INFERENCE_DTYPES)}, got {dtype!r}")
         self.autocast_dtype = INFERENCE_DTYPES[dtype]
         return self
+
+    @property
+    def precision(self) -> str:
+        return next(name for name, dtype in INFERENCE_DTYPES.items() if dtype == self.autocast_dtype)
 
     @classmethod
     def from_checkpoint(

@@ -23,8 +23,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from components import postprocess
 
-from .inference import INFERENCE_DTYPES as DTYPES
-from .inference import Predictor, pad_batch
+from .inference import Batch, Predictor, pad_batch
 
 MODULES = ("backbone", "encoder", "decoder")
 STAGES = (*MODULES, "postprocess")
@@ -118,24 +117,20 @@ def count_gflops(model: nn.Module, images: torch.Tensor) -> float:
 
 
 def time_predictor(predictor: Predictor, image: np.ndarray, *, name: str, size: tuple[int, int], batch: int = 1,
-                   dtype: str = "fp32", warmup: int = 3, runs: int = 10, per_module: bool = True,
-                   model: nn.Module | None = None) -> Timing:
-    """Latency of ``model`` (default: the predictor's) plus post-processing on ``batch`` copies of
-    ``image`` resized to ``size`` (h, w), after ``warmup`` runs; medians over ``runs``.
+                   warmup: int = 3, runs: int = 10, per_module: bool = True) -> Timing:
+    """Latency of ``predictor.forward`` (its model, precision and memory format) plus
+    post-processing on ``batch`` copies of ``image`` resized to ``size`` (h, w), after ``warmup``
+    runs; medians over ``runs``.
 
     With ``per_module`` the hooks time each module; end-to-end times come from the same runs.
     """
-    model = model if model is not None else predictor.model
     pixels = torch.from_numpy(np.ascontiguousarray(image)).to(predictor.device).permute(2, 0, 1)[None].float()
     resized = F.interpolate(pixels, size=size, mode="bilinear", antialias=True, align_corners=False)[0]
     normalized = (resized - predictor.pixel_mean) / predictor.pixel_std
-    padded = pad_batch([normalized] * batch, predictor.recipe.input.size_divisibility)
-    images = padded.contiguous(memory_format=torch.channels_last)
-    image_sizes = [size] * batch
+    images = pad_batch([normalized] * batch, predictor.recipe.input.size_divisibility)
+    prepared = Batch(images, [size] * batch, [size] * batch)
     spec = predictor.recipe.inference
     clock = Clock(predictor.device)
-    autocast = (torch.autocast(predictor.device.type, dtype=DTYPES[dtype]) if DTYPES[dtype] is not None
-                else nullcontext())
     marks: dict[str, list] = {}
     samples: dict[str, list[float]] = {stage: [] for stage in ("total", *STAGES, UNATTRIBUTED)}
     kept: list[int] = []
@@ -143,10 +138,9 @@ def time_predictor(predictor: Predictor, image: np.ndarray, *, name: str, size: 
     def run() -> dict[str, float]:
         clock.sync()
         start = clock.now()
-        with torch.inference_mode(), autocast:
-            output = model(images)
+        output = predictor.forward(prepared)
         post_start = clock.now()
-        instances = postprocess(output, tuple(images.shape[-2:]), image_sizes, image_sizes,
+        instances = postprocess(output, tuple(images.shape[-2:]), prepared.image_sizes, prepared.original_sizes,
                                 score_threshold=spec.score_threshold, mask_threshold=spec.mask_threshold,
                                 max_detections=spec.max_detections, objectness_rescoring=spec.objectness_rescoring)
         end = clock.now()
@@ -160,7 +154,7 @@ def time_predictor(predictor: Predictor, image: np.ndarray, *, name: str, size: 
             times[UNATTRIBUTED] = times["total"] - sum(times[stage] for stage in STAGES)
         return times
 
-    context = module_clock(model, clock, marks) if per_module else nullcontext()
+    context = module_clock(predictor.model, clock, marks) if per_module else nullcontext()
     with context:
         for _ in range(warmup):
             run()
@@ -169,13 +163,14 @@ def time_predictor(predictor: Predictor, image: np.ndarray, *, name: str, size: 
             for stage, seconds in run().items():
                 samples[stage].append(seconds)
     end_to_end = Stat.of(samples["total"])
+    network = getattr(predictor.model, "_orig_mod", predictor.model)  # a compiled model's own module
     return Timing(
-        name=name, input_size=size, padded_size=tuple(images.shape[-2:]), batch=batch, dtype=dtype,
+        name=name, input_size=size, padded_size=tuple(images.shape[-2:]), batch=batch, dtype=predictor.precision,
         device=str(predictor.device), runs=runs, end_to_end=end_to_end,
         fps=round(1000 * batch / end_to_end.median_ms, 2),
         modules={stage: Stat.of(samples[stage]) for stage in (*STAGES, UNATTRIBUTED) if samples[stage]},
-        parameters=sum(p.numel() for p in predictor.model.parameters()),
-        gflops=count_gflops(predictor.model, images),
+        parameters=sum(p.numel() for p in network.parameters()),
+        gflops=count_gflops(network, images.contiguous(memory_format=predictor.memory_format)),
         detections=round(sum(kept) / (len(kept) * batch), 2),
     )
 

@@ -18,7 +18,6 @@ from ..evaluation import (
     Evaluation,
     evaluate_predictor,
     evaluate_results,
-    match_categories,
 )
 from ..progress import ImageProgress
 from .options import (
@@ -106,8 +105,8 @@ def _run(data: Path, images: Path | None, weights: Path | None, results: Path | 
         overrides = [*overrides, f"inference.max_detections={max_detections}"]
         overrides += [f"input.min_size_test={size}"] if size else []
         overrides += [f"input.max_size_test={max_size}"] if max_size else []
-        predictor = load_predictor(weights, device, overrides, backend, fast=fast, dtype=dtype)
-        predictor.categories = match_categories(predictor.categories, dataset.categories)
+        predictor = load_predictor(weights, device, overrides, backend, fast=fast, dtype=dtype,
+                                   dataset_categories=dataset.categories)
         with ImageProgress("eval", len(dataset), err_console) as progress:
             return evaluate_predictor(predictor, dataset, batch_size, progress.advance)
 

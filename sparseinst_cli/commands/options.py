@@ -9,6 +9,7 @@ import torch
 import typer
 
 from ..errors import fail
+from ..evaluation import match_categories
 from ..export import onnx_for
 from ..inference import INFERENCE_DTYPES, Predictor
 
@@ -40,10 +41,18 @@ def check_device(device: str) -> None:
 
 
 def load_predictor(weights: Path, device: str, overrides: list[str], backend: str = "torch", *,
-                   fast: bool = False, dtype: str = "fp32") -> Predictor:
+                   fast: bool = False, dtype: str = "fp32", dataset_categories: list[dict] | None = None) -> Predictor:
     """A predictor for a native checkpoint, run by PyTorch (optionally optimized) or, exported on
-    the fly unless it is an ``.onnx`` file already, by onnxruntime. Errors are reported by the
-    caller's ``user_errors``."""
+    the fly unless it is an ``.onnx`` file already, by onnxruntime. With ``dataset_categories``
+    its classes take a dataset's category ids (``match_categories``), so its results score
+    against that dataset. Errors are reported by the caller's ``user_errors``."""
+    predictor = _predictor(weights, device, overrides, backend, fast, dtype)
+    if dataset_categories is not None:
+        predictor.categories = match_categories(predictor.categories, dataset_categories)
+    return predictor
+
+
+def _predictor(weights: Path, device: str, overrides: list[str], backend: str, fast: bool, dtype: str) -> Predictor:
     if backend not in BACKENDS:
         raise fail(f"--backend: expected one of {', '.join(BACKENDS)}, got '{backend}'")
     if dtype not in INFERENCE_DTYPES:

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from ..datasets import CocoInstances
 from ..errors import console, err_console, fail, user_errors
-from ..evaluation import EVAL_BATCH_SIZE, load_ground_truth, load_results, match_categories, predict_dataset
+from ..evaluation import EVAL_BATCH_SIZE, load_ground_truth, load_results, predict_dataset
 from ..progress import ImageProgress
 from ..tide import BACKGROUND_THRESHOLD, POS_THRESHOLD, TideReport, comparison_rows, tide_analysis
 from ..tide_plot import save_summary_plot
@@ -76,8 +76,7 @@ def tide(
             check_device(device)
             dataset = CocoInstances(data, images)
             for label, path in zip(labels, weights):
-                predictor = load_predictor(path, device, [])
-                predictor.categories = match_categories(predictor.categories, dataset.categories)
+                predictor = load_predictor(path, device, [], dataset_categories=dataset.categories)
                 with ImageProgress(f"tide {label}", len(dataset), err_console) as progress:
                     predictions, _, failures = predict_dataset(predictor, dataset, batch_size, progress.advance)
                 for failure in failures:

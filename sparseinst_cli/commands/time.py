@@ -14,9 +14,8 @@ from rich.table import Table
 from ..demo_data import render_image
 from ..errors import console, err_console, fail, user_errors
 from ..images import read_image
-from ..inference import Predictor
-from ..optimize import optimize_for_inference
-from ..timing import DTYPES, STAGES, UNATTRIBUTED, Timing, time_predictor, timing_size, unattributed_fraction
+from ..inference import INFERENCE_DTYPES, Predictor
+from ..timing import STAGES, UNATTRIBUTED, Timing, time_predictor, timing_size, unattributed_fraction
 from .options import BackendOption, DeviceOption, Overrides, check_device, load_predictor
 
 TIMING_IMAGE_SIZE = (480, 640)  # the built-in test image (a demo-data scene), resized to each size
@@ -69,8 +68,8 @@ def time_command(
     models = ([recipe] if recipe else []) + ([str(weights)] if weights else []) + list(compare or [])
     if not models or (recipe and weights):
         raise fail("give --recipe or --weights (and optionally --compare others)")
-    if dtype not in DTYPES:
-        raise fail(f"--dtype: expected one of {', '.join(DTYPES)}, got '{dtype}'")
+    if dtype not in INFERENCE_DTYPES:
+        raise fail(f"--dtype: expected one of {', '.join(INFERENCE_DTYPES)}, got '{dtype}'")
     if batch < 1 or runs < 1 or warmup < 0:
         raise fail("--batch and --runs must be at least 1, --warmup at least 0")
     if compile and not fast:
@@ -86,15 +85,13 @@ def time_command(
         picture = read_image(image) if image else render_image(0, "val", 1, TIMING_IMAGE_SIZE).image
         for source in models:
             predictor = _load(source, device, overrides or [], backend)
-            model = optimize_for_inference(predictor.model, compile=compile) if fast else None
+            predictor = predictor.optimize(dtype, compile) if fast else predictor.use_precision(dtype)
             name = Path(source).stem + (" (fast)" if fast else "") + (" (onnxruntime)" if backend != "torch" else "")
             for short in shorter_sides:
                 size = timing_size(short, max(predictor.recipe.input.max_size_test, short))
                 err_console.print(f"timing {name} at {size[0]}x{size[1]} ...")
-                timings.append(time_predictor(predictor, picture, name=name, size=size, batch=batch, dtype=dtype,
-                                              warmup=warmup, runs=runs,
-                                              per_module=per_module and not compile and backend == "torch",
-                                              model=model))
+                timings.append(time_predictor(predictor, picture, name=name, size=size, batch=batch, warmup=warmup,
+                                              runs=runs, per_module=per_module and not compile and backend == "torch"))
     out.mkdir(parents=True, exist_ok=True)
     record = {"device": _device_name(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
               "timings": [t.to_json() for t in timings]}
