@@ -1,5 +1,6 @@
 """A faster model for inference: frozen batch norm folded into the convolutions, NHWC activations,
-optionally ``torch.compile``. Outputs equal the plain model's to float tolerance.
+Winograd 3x3 convolutions on CPU, optionally ``torch.compile``. Outputs equal the plain model's to
+float tolerance.
 
 Frozen batch norm is a fixed per-channel affine map, so ``norm(conv(x))`` equals one convolution
 with weights ``w * scale`` and bias ``shift``. A module whose ``.norm`` is a ``FrozenBatchNorm2d``
@@ -15,6 +16,8 @@ from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from components import SparseInst
+
+from .winograd import use_winograd
 
 
 def _conv_of(module: nn.Module) -> nn.Conv2d | None:
@@ -42,8 +45,11 @@ def fold_frozen_batch_norm(model: nn.Module) -> int:
     return folded
 
 
-def optimize_for_inference(model: SparseInst, *, channels_last: bool = True, compile: bool = False) -> nn.Module:
-    """A copy of ``model`` for inference: batch norm folded, NHWC weights, optionally compiled.
+def optimize_for_inference(model: SparseInst, *, channels_last: bool = True, winograd: bool = False,
+                           compile: bool = False) -> nn.Module:
+    """A copy of ``model`` for inference: batch norm folded, NHWC weights, wide 3x3 convolutions
+    run by Winograd's algorithm when ``winograd`` (fp32 on CPU; elsewhere they run as before),
+    optionally compiled.
 
     Feed it NHWC images (``images.contiguous(memory_format=torch.channels_last)``) for the
     full benefit; any layout gives the same result.
@@ -52,6 +58,8 @@ def optimize_for_inference(model: SparseInst, *, channels_last: bool = True, com
     fold_frozen_batch_norm(fast)
     if channels_last:
         fast = fast.to(memory_format=torch.channels_last)
+    if winograd:
+        use_winograd(fast)
     if compile:
         fast = torch.compile(fast, dynamic=True)
     return fast

@@ -15,6 +15,7 @@ from sparseinst_cli.inference import Predictor
 from sparseinst_cli.optimize import fold_frozen_batch_norm, optimize_for_inference
 from sparseinst_cli.recipe import load_recipe
 from sparseinst_cli.timing import STAGES, UNATTRIBUTED, time_predictor, timing_size, unattributed_fraction
+from sparseinst_cli.winograd import WinogradConv2d, use_winograd
 
 from .conftest import SMALL_MODEL, shapes_image
 
@@ -44,6 +45,7 @@ def test_optimized_model_reproduces_the_plain_one(recipe: str, extra: list[str])
     randomize_frozen_norms(predictor.model)
     norms = sum(isinstance(m, FrozenBatchNorm2d) for m in predictor.model.modules())
     fast = optimize_for_inference(predictor.model)
+    assert use_winograd(fast, min_channels=8) > 0  # the small model's convolutions are narrow
     assert not any(isinstance(m, FrozenBatchNorm2d) for m in fast.modules())
     assert any(isinstance(m, FrozenBatchNorm2d) for m in predictor.model.modules())  # the original is untouched
 
@@ -62,6 +64,22 @@ def test_optimized_model_reproduces_the_plain_one(recipe: str, extra: list[str])
     assert torch.equal(fast_instances.labels, plain_instances.labels)
     assert (fast_instances.masks == plain_instances.masks).float().mean() > 0.9999
     assert norms > 0
+
+
+def test_fast_r50_runs_its_wide_convolutions_by_winograd() -> None:
+    overrides = ["model.num_classes=3", "input.min_size_test=96", "input.max_size_test=128"]
+    plain = Predictor.from_recipe("r50_giam", overrides=overrides, seed=3)
+    randomize_frozen_norms(plain.model)
+    fast = Predictor(plain.model, plain.recipe, plain.categories).optimize("fp32")
+    # 3x3 stride-1 convolutions of 128+ channels: ResNet stages 2-4 (3 + 5 + 2), FPN outputs (3),
+    # decoder stacks (4 + 4).
+    assert sum(isinstance(m, WinogradConv2d) for m in fast.model.modules()) == 21
+    batch = plain.preprocess([shapes_image(90, 120, seed=4)])
+    expected, actual = plain.forward(batch), fast.forward(batch)
+    for a, b in zip(expected[:3], actual[:3]):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4 * float(a.abs().max()))
+    assert not any(isinstance(m, WinogradConv2d) for m in Predictor(
+        plain.model, plain.recipe, plain.categories).optimize("fp32", compile=True).model.modules())
 
 
 def test_folding_counts_every_norm() -> None:
