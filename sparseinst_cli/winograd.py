@@ -10,7 +10,7 @@ On CPU the wide 3x3 convolutions of SparseInst (the decoder's 256-channel stacks
 FPN outputs, ResNet stages 2-4) are compute-bound in oneDNN's direct convolution; this path runs
 them 1.2-1.8x faster. In fp32 the outputs agree with the direct convolution to about 1e-5 relative.
 Narrow convolutions stay direct: with few channels the tile transforms, which only move memory,
-cost more than the products save.
+cost more than the products save; so do tiny inputs, where reading the transformed kernels does.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from torch import Tensor, nn
 OUTPUT_TILE = 4
 INPUT_TILE = OUTPUT_TILE + 2  # a 3x3 kernel needs a one-pixel border around the output tile
 MIN_CHANNELS = 128  # narrower convolutions are faster direct (measured on 2-core AVX-512 CPUs)
+MIN_TILES = 16  # below this many output tiles, reading the 4x larger transformed kernel dominates
 
 # Transform matrices for F(4, 3) with interpolation points 0, 1, -1, 2, -2 (Lavin & Gray, eq. 10-12).
 _B_T = [
@@ -102,10 +103,11 @@ def is_winograd_eligible(conv: nn.Module, min_channels: int = MIN_CHANNELS) -> b
 
 
 class WinogradConv2d(nn.Module):
-    """A 3x3 convolution run by :func:`winograd_conv3x3` for fp32 CPU inputs.
+    """A 3x3 convolution run by :func:`winograd_conv3x3` for fp32 CPU inputs of ``MIN_TILES`` tiles
+    or more.
 
-    Anything else (CUDA, reduced precision or autocast, extra arguments such as a deformable
-    offset) goes to the wrapped convolution, which is kept as ``.conv``.
+    Anything else (CUDA, reduced precision or autocast, gradients, tiny inputs, extra arguments
+    such as a deformable offset) goes to the wrapped convolution, which is kept as ``.conv``.
     """
 
     def __init__(self, conv: nn.Conv2d) -> None:
@@ -123,9 +125,11 @@ class WinogradConv2d(nn.Module):
         return winograd_conv3x3(x, self.kernel, bias, self.input_transform, self.output_transform)
 
     def _applies(self, x: Tensor) -> bool:
+        n, _, h, w = x.shape
         return (
             x.device.type == "cpu" and x.dtype == torch.float32 and self.kernel.dtype == torch.float32
             and not torch.is_autocast_enabled("cpu") and not torch.is_grad_enabled()
+            and n * -(-h // OUTPUT_TILE) * -(-w // OUTPUT_TILE) >= MIN_TILES
         )
 
 

@@ -15,6 +15,7 @@ from sparseinst_cli.inference import Predictor
 from sparseinst_cli.optimize import fold_frozen_batch_norm, optimize_for_inference
 from sparseinst_cli.recipe import load_recipe
 from sparseinst_cli.timing import STAGES, UNATTRIBUTED, time_predictor, timing_size, unattributed_fraction
+from sparseinst_cli import winograd
 from sparseinst_cli.winograd import WinogradConv2d, use_winograd
 
 from .conftest import SMALL_MODEL, shapes_image
@@ -39,7 +40,8 @@ def randomize_frozen_norms(model: torch.nn.Module) -> None:
     ("r50vd_dcn_giam", SMALL_MODEL),  # deep stem, avg-pool shortcuts, deformable convs
     ("demo", ["model.num_classes=3"]),  # EfficientNet-Lite0
 ])
-def test_optimized_model_reproduces_the_plain_one(recipe: str, extra: list[str]) -> None:
+def test_optimized_model_reproduces_the_plain_one(recipe: str, extra: list[str], monkeypatch) -> None:
+    monkeypatch.setattr(winograd, "MIN_TILES", 1)  # Winograd even at the small test sizes
     predictor = Predictor.from_recipe(recipe, overrides=[*extra, "input.min_size_test=96", "input.max_size_test=128"],
                                       seed=2)
     randomize_frozen_norms(predictor.model)
@@ -66,7 +68,8 @@ def test_optimized_model_reproduces_the_plain_one(recipe: str, extra: list[str])
     assert norms > 0
 
 
-def test_fast_r50_runs_its_wide_convolutions_by_winograd() -> None:
+def test_fast_r50_runs_its_wide_convolutions_by_winograd(monkeypatch) -> None:
+    monkeypatch.setattr(winograd, "MIN_TILES", 1)
     overrides = ["model.num_classes=3", "input.min_size_test=96", "input.max_size_test=128"]
     plain = Predictor.from_recipe("r50_giam", overrides=overrides, seed=3)
     randomize_frozen_norms(plain.model)

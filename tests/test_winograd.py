@@ -13,6 +13,7 @@ from components.backbones import ConvNorm
 from sparseinst_cli.optimize import fold_frozen_batch_norm
 from sparseinst_cli.winograd import (
     MIN_CHANNELS,
+    MIN_TILES,
     WinogradConv2d,
     tile_transforms,
     is_winograd_eligible,
@@ -75,7 +76,7 @@ def test_wrapped_convolution_falls_back_outside_fp32_cpu_inference() -> None:
     torch.manual_seed(0)
     conv = nn.Conv2d(8, 8, 3, padding=1)
     wrapped = WinogradConv2d(conv)
-    x = torch.randn(1, 8, 12, 12)
+    x = torch.randn(1, 8, 20, 20)
     with torch.no_grad():
         direct = conv(x)
         fast = wrapped(x)
@@ -86,6 +87,9 @@ def test_wrapped_convolution_falls_back_outside_fp32_cpu_inference() -> None:
         doubled = copy.deepcopy(wrapped).double()
         assert torch.equal(doubled(x.double()), doubled.conv(x.double()))
     assert torch.equal(wrapped(x), conv(x))  # with gradients: the direct convolution, differentiable
+    with torch.no_grad():
+        tiny = torch.randn(1, 8, 4 * 3, 4 * 5)  # 15 tiles
+        assert 3 * 5 < MIN_TILES and torch.equal(wrapped(tiny), conv(tiny))
 
 
 def test_deformable_offset_goes_to_the_wrapped_convolution() -> None:
