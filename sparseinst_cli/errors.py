@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -18,7 +19,11 @@ from .export import ExportError
 from .images import ImageError
 from .recipe import RecipeError
 
+PIPED_WIDTH = 160  # tables written to a file or pipe keep their columns instead of folding at 80
+
 console = Console()
+if not console.is_terminal and "COLUMNS" not in os.environ:
+    console.width = PIPED_WIDTH
 err_console = Console(stderr=True, soft_wrap=True)  # one message, one line
 
 EXIT_FAILED = 1  # the command ran but some of its work failed
