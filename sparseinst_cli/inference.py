@@ -52,13 +52,13 @@ class Predictor:
         self.memory_format = torch.contiguous_format
 
     def optimize(self, dtype: str = "fp32", compile: bool = False) -> Predictor:
-        """Switch to the fast inference path: batch norm folded, NHWC, Winograd 3x3 convolutions on
-        CPU (unless compiled), optional ``torch.compile`` and fp16/bf16 autocast (post-processing
+        """Switch to the fast inference path: batch norm folded, NHWC, Winograd 3x3 convolutions for
+        fp32 on CPU (unless compiled), optional ``torch.compile`` and fp16/bf16 autocast (post-processing
         stays fp32). Returns ``self``."""
         from .optimize import optimize_for_inference
 
         if isinstance(self.model, SparseInst):
-            winograd = self.device.type == "cpu" and not compile
+            winograd = self.device.type == "cpu" and dtype == "fp32" and not compile
             self.model = optimize_for_inference(self.model, winograd=winograd, compile=compile)
             self.memory_format = torch.channels_last
         return self.use_precision(dtype)

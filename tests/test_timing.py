@@ -81,8 +81,9 @@ def test_fast_r50_runs_its_wide_convolutions_by_winograd(monkeypatch) -> None:
     expected, actual = plain.forward(batch), fast.forward(batch)
     for a, b in zip(expected[:3], actual[:3]):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4 * float(a.abs().max()))
-    assert not any(isinstance(m, WinogradConv2d) for m in Predictor(
-        plain.model, plain.recipe, plain.categories).optimize("fp32", compile=True).model.modules())
+    for dtype, compile in (("fp32", True), ("bf16", False)):  # Winograd is for eager fp32 only
+        other = Predictor(plain.model, plain.recipe, plain.categories).optimize(dtype, compile=compile)
+        assert not any(isinstance(m, WinogradConv2d) for m in other.model.modules())
 
 
 def test_folding_counts_every_norm() -> None:
