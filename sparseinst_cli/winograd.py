@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from components.backbones import ConvNorm
+
 OUTPUT_TILE = 4
 INPUT_TILE = OUTPUT_TILE + 2  # a 3x3 kernel needs a one-pixel border around the output tile
 MIN_CHANNELS = 128  # narrower convolutions are faster direct (measured on 2-core AVX-512 CPUs)
@@ -90,12 +92,13 @@ def winograd_conv3x3(x: Tensor, kernel: Tensor, bias: Tensor | None,
 
 
 def is_winograd_eligible(conv: nn.Module, min_channels: int = MIN_CHANNELS) -> bool:
-    """A plain (or folded, norm-free) 3x3 stride-1 padding-1 dense convolution, wide enough."""
-    if not isinstance(conv, nn.Conv2d) or conv.padding_mode != "zeros":
-        return False
-    if type(conv) is not nn.Conv2d and not isinstance(getattr(conv, "norm", None), nn.Identity):
-        return False  # a subclass that does more than convolve (an unfolded norm)
-    return (
+    """A plain ``nn.Conv2d`` or a folded ResNet ``ConvNorm``: 3x3, stride 1, padding 1, dense, wide enough."""
+    if type(conv) is ConvNorm:
+        if not isinstance(conv.norm, nn.Identity):
+            return False  # batch norm not folded yet
+    elif type(conv) is not nn.Conv2d:
+        return False  # other subclasses may do more in forward than convolve
+    return conv.padding_mode == "zeros" and (
         conv.kernel_size == (3, 3) and conv.stride == (1, 1) and conv.padding == (1, 1)
         and conv.dilation == (1, 1) and conv.groups == 1
         and min(conv.in_channels, conv.out_channels) >= min_channels

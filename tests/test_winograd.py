@@ -71,6 +71,12 @@ def test_only_wide_dense_3x3_stride_1_convolutions_are_eligible() -> None:
     fold_frozen_batch_norm(norm_conv)
     assert is_winograd_eligible(norm_conv)
 
+    class Scaled(nn.Conv2d):  # a plugin's convolution that does more than convolve
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return 2 * super().forward(x)
+
+    assert not is_winograd_eligible(Scaled(wide, wide, 3, padding=1))
+
 
 def test_wrapped_convolution_falls_back_outside_fp32_cpu_inference() -> None:
     torch.manual_seed(0)
