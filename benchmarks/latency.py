@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 from pathlib import Path
 
 import torch
 
 from sparseinst_cli.demo_data import render_image
-from sparseinst_cli.inference import Predictor
-from sparseinst_cli.timing import time_predictor
+from sparseinst_cli.inference import INFERENCE_DTYPES, Predictor
+from sparseinst_cli.timing import device_name, time_predictor
 
 AUTHORS_CPU_MS = 1570.0  # the authors' implementation, r50_giam 640x853, batch 1, fp32, 2 CPU threads
 TARGET_FRACTION = 0.7
@@ -33,7 +32,7 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=640)
     parser.add_argument("--width", type=int, default=853)
     parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
+    parser.add_argument("--dtype", default="fp32", choices=list(INFERENCE_DTYPES))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--compile", action="store_true", help="also torch.compile the fast model")
@@ -49,15 +48,13 @@ def main() -> None:
     size = (args.height, args.width)
     options = {"size": size, "batch": args.batch, "warmup": args.warmup, "runs": args.runs}
     plain = time_predictor(predictor.use_precision(args.dtype), image, name=f"{args.recipe} plain", **options)
-    optimized = Predictor(predictor.model, predictor.recipe, predictor.categories, predictor.device)
-    optimized.optimize(args.dtype, compile=args.compile)
+    optimized = predictor.optimize(args.dtype, compile=args.compile)  # a copy of the model; plain is timed
     fast = time_predictor(optimized, image, name=f"{args.recipe} fast", per_module=not args.compile, **options)
 
     result = {
         "recipe": args.recipe,
         "device": str(predictor.device),
-        "device_name": torch.cuda.get_device_name(predictor.device) if predictor.device.type == "cuda"
-        else platform.processor() or platform.machine(),
+        "device_name": device_name(predictor.device),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "plain": plain.to_json(),

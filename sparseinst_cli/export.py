@@ -135,11 +135,11 @@ class OnnxModel(nn.Module):
         return SparseInstOutput(*(torch.from_numpy(a).to(images.device) for a in arrays))
 
 
-def onnx_for(weights: str | Path, dynamic: bool = True) -> Path:
+def onnx_for(weights: str | Path) -> Path:
     """``weights`` itself if it is an ``.onnx`` file, otherwise a dynamic export of it into a
     temporary folder (kept for the life of the process)."""
     weights = Path(weights)
     if weights.suffix == ".onnx":
         return weights
     folder = Path(tempfile.mkdtemp(prefix="sparseinst-onnx-"))
-    return export_onnx(weights, folder / f"{weights.stem}.onnx", dynamic=dynamic)
+    return export_onnx(weights, folder / f"{weights.stem}.onnx", dynamic=True)

@@ -124,13 +124,16 @@ class Predictor:
         for image in images:
             if image.ndim != 3 or image.shape[2] != 3:
                 raise ValueError(f"expected an RGB image of shape (H, W, 3), got {image.shape}")
-            tensor = torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1).float()
             size = resized_shape(*image.shape[:2], spec.min_size_test, spec.max_size_test)
-            tensor = TF.resize(tensor, list(size), antialias=True)
-            tensors.append((tensor - self.pixel_mean) / self.pixel_std)
+            tensors.append(self.normalized(image, size))
             sizes.append(size)
             originals.append(tuple(image.shape[:2]))
         return Batch(pad_batch(tensors, spec.size_divisibility), sizes, originals)
+
+    def normalized(self, image: np.ndarray, size: tuple[int, int]) -> Tensor:
+        """An RGB uint8 array (H, W, 3) resized to ``size`` (h, w) and normalized: (3, h, w) float."""
+        tensor = torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1).float()
+        return (TF.resize(tensor, list(size), antialias=True) - self.pixel_mean) / self.pixel_std
 
     @torch.inference_mode()
     def forward(self, batch: Batch, return_maps: bool = False) -> SparseInstOutput:
@@ -146,9 +149,13 @@ class Predictor:
         """Instances per image at its original size. Paths are read as RGB."""
         arrays = [read_image(image) if isinstance(image, (str, Path)) else image for image in images]
         batch = self.preprocess(arrays)
+        return self.postprocess(self.forward(batch), batch)
+
+    def postprocess(self, output: SparseInstOutput, batch: Batch) -> list[Instances]:
+        """Raw outputs for ``batch`` -> instances per image, with the recipe's inference settings."""
         spec = self.recipe.inference
         return postprocess(
-            self.forward(batch),
+            output,
             tuple(batch.images.shape[-2:]),
             batch.image_sizes,
             batch.original_sizes,

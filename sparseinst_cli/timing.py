@@ -9,6 +9,7 @@ end-to-end time up to the hooks' own overhead and the small work between modules
 
 from __future__ import annotations
 
+import platform
 import statistics
 import time
 from collections.abc import Iterator
@@ -17,11 +18,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
-
-from components import postprocess
 
 from .inference import Batch, Predictor, pad_batch
 
@@ -108,6 +106,14 @@ def timing_size(short: int, max_size: int) -> tuple[int, int]:
     return short, min(max_size, round(short * ASPECT))
 
 
+def device_name(device: str | torch.device) -> str:
+    """The GPU's name on CUDA, else the CPU's (or the machine type)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine()
+
+
 def count_gflops(model: nn.Module, images: torch.Tensor) -> float:
     """Forward GFLOPs per image (multiply-add counted as 2), from torch's flop counter."""
     counter = FlopCounterMode(display=False)
@@ -124,12 +130,8 @@ def time_predictor(predictor: Predictor, image: np.ndarray, *, name: str, size: 
 
     With ``per_module`` the hooks time each module; end-to-end times come from the same runs.
     """
-    pixels = torch.from_numpy(np.ascontiguousarray(image)).to(predictor.device).permute(2, 0, 1)[None].float()
-    resized = F.interpolate(pixels, size=size, mode="bilinear", antialias=True, align_corners=False)[0]
-    normalized = (resized - predictor.pixel_mean) / predictor.pixel_std
-    images = pad_batch([normalized] * batch, predictor.recipe.input.size_divisibility)
+    images = pad_batch([predictor.normalized(image, size)] * batch, predictor.recipe.input.size_divisibility)
     prepared = Batch(images, [size] * batch, [size] * batch)
-    spec = predictor.recipe.inference
     clock = Clock(predictor.device)
     marks: dict[str, list] = {}
     samples: dict[str, list[float]] = {stage: [] for stage in ("total", *STAGES, UNATTRIBUTED)}
@@ -140,9 +142,7 @@ def time_predictor(predictor: Predictor, image: np.ndarray, *, name: str, size: 
         start = clock.now()
         output = predictor.forward(prepared)
         post_start = clock.now()
-        instances = postprocess(output, tuple(images.shape[-2:]), prepared.image_sizes, prepared.original_sizes,
-                                score_threshold=spec.score_threshold, mask_threshold=spec.mask_threshold,
-                                max_detections=spec.max_detections, objectness_rescoring=spec.objectness_rescoring)
+        instances = predictor.postprocess(output, prepared)
         end = clock.now()
         clock.sync()
         kept.append(sum(len(i) for i in instances))

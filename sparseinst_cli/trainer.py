@@ -38,7 +38,7 @@ from .checkpoint import atomic_write, save_checkpoint
 from .datasets import CocoInstances
 from .distributed import Process, all_reduce_sum, barrier
 from .evaluation import evaluate
-from .inference import Predictor
+from .inference import INFERENCE_DTYPES, Predictor
 from .modeling import build_model
 from .optim import build_optimizer, build_scheduler
 from .recipe import Recipe, RecipeError
@@ -48,7 +48,6 @@ from .transforms import Collate, TrainBatch, TrainingSet, TrainTransform
 
 STATE_FILE = "last.pt"
 MODEL_FILE = "model.safetensors"
-PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 class TrainingError(RuntimeError):
@@ -138,7 +137,7 @@ class Trainer:
                                **train.loss.arguments())
         self.optimizer = build_optimizer(self.model, solver)
         self.scheduler = build_scheduler(self.optimizer, solver)
-        self.autocast_dtype = PRECISIONS[train.precision]
+        self.autocast_dtype = INFERENCE_DTYPES[train.precision]
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=train.precision == "fp16")
         self.step = 0
         self.console = console

@@ -112,10 +112,16 @@ def _run(data: Path, images: Path | None, weights: Path | None, results: Path | 
 
 
 def metrics_table(evaluation: Evaluation) -> Table:
-    table = Table(title=f"Mask AP ({len(evaluation.image_ids)} images, {len(evaluation.results)} predictions)")
+    return summary_table(evaluation.metrics,
+                         f"Mask AP ({len(evaluation.image_ids)} images, {len(evaluation.results)} predictions)")
+
+
+def summary_table(metrics: dict, title: str) -> Table:
+    """AP, AP50, AP75, APs, APm, APl in one row ("-" where an area range has no objects)."""
+    table = Table(title=title)
     for key in SUMMARY_KEYS:
         table.add_column(key, justify="right")
-    table.add_row(*(_cell(evaluation.metrics[key]) for key in SUMMARY_KEYS))
+    table.add_row(*(_cell(metrics[key]) for key in SUMMARY_KEYS))
     return table
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import platform
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -15,7 +14,15 @@ from ..demo_data import render_image
 from ..errors import console, err_console, fail, user_errors
 from ..images import read_image
 from ..inference import INFERENCE_DTYPES, Predictor
-from ..timing import STAGES, UNATTRIBUTED, Timing, time_predictor, timing_size, unattributed_fraction
+from ..timing import (
+    STAGES,
+    UNATTRIBUTED,
+    Timing,
+    device_name,
+    time_predictor,
+    timing_size,
+    unattributed_fraction,
+)
 from .options import BackendOption, DeviceOption, Overrides, check_device, load_predictor
 
 TIMING_IMAGE_SIZE = (480, 640)  # the built-in test image (a demo-data scene), resized to each size
@@ -74,8 +81,10 @@ def time_command(
         raise fail("--batch and --runs must be at least 1, --warmup at least 0")
     if compile and not fast:
         raise fail("--compile needs --fast")
-    if backend == "onnxruntime" and (fast or recipe or any(not c.endswith((".safetensors", ".onnx")) for c in compare or [])):
-        raise fail("--backend onnxruntime times checkpoints (--weights, --compare FILE) as exported, without --fast")
+    exported_as_is = not (fast or dtype != "fp32" or recipe)
+    if backend == "onnxruntime" and not (exported_as_is and all(_is_checkpoint(c) for c in compare or [])):
+        raise fail("--backend onnxruntime times checkpoints (--weights, --compare FILE) as exported, "
+                   "without --fast or --dtype")
     check_device(device)
     if threads:
         torch.set_num_threads(threads)
@@ -93,30 +102,29 @@ def time_command(
                 timings.append(time_predictor(predictor, picture, name=name, size=size, batch=batch, warmup=warmup,
                                               runs=runs, per_module=per_module and not compile and backend == "torch"))
     out.mkdir(parents=True, exist_ok=True)
-    record = {"device": _device_name(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
+    record = {"device": device_name(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
               "timings": [t.to_json() for t in timings]}
     (out / "timing.json").write_text(json.dumps(record, indent=2) + "\n")
     console.print(timing_table(timings, record["device"]))
     console.print(f"timings: {out / 'timing.json'}")
 
 
+def _is_checkpoint(source: str) -> bool:
+    """A model file (else a recipe name or path)."""
+    return source.endswith((".safetensors", ".onnx"))
+
+
 def _load(source: str, device: str, overrides: list[str], backend: str) -> Predictor:
-    if source.endswith((".safetensors", ".onnx")):
+    if _is_checkpoint(source):
         return load_predictor(Path(source), device, overrides, backend)
     return Predictor.from_recipe(source, device, overrides)
 
 
-def _device_name(device: str) -> str:
-    if device.startswith("cuda"):
-        return torch.cuda.get_device_name(torch.device(device))
-    return platform.processor() or platform.machine()
-
-
-def timing_table(timings: list[Timing], device_name: str) -> Table:
+def timing_table(timings: list[Timing], machine: str) -> Table:
     per_module = any(UNATTRIBUTED in t.modules for t in timings)
     stages = (*STAGES, UNATTRIBUTED) if per_module else ()
     dtypes = ", ".join(sorted({t.dtype for t in timings}))
-    table = Table(title=f"Latency in ms, median ({device_name}, {torch.get_num_threads()} threads, {dtypes})")
+    table = Table(title=f"Latency in ms, median ({machine}, {torch.get_num_threads()} threads, {dtypes})")
     table.add_column("model")
     table.add_column("input", justify="right")
     for stage in stages:

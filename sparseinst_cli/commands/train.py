@@ -8,13 +8,13 @@ from typing import Annotated, Optional
 
 import torch
 import typer
-from rich.table import Table
 
 from ..datasets import DatasetError
 from ..distributed import start_process, stop_process
 from ..errors import EXIT_FAILED, EXIT_INTERRUPTED, console, err_console, fail, user_errors
 from ..recipe import Recipe, apply_override, load_recipe, validate_recipe
 from ..trainer import STATE_FILE, StopRequest, Trainer, TrainingError
+from .evaluate import summary_table
 from .options import DeviceOption, Overrides
 
 MAX_PROBLEMS_SHOWN = 10
@@ -115,9 +115,4 @@ def _print_result(result) -> None:
     metrics = result.metrics
     if not metrics:
         return
-    table = Table(title=f"Validation mask AP ({metrics['images']} images)")
-    for key in ("AP", "AP50", "AP75", "APs", "APm", "APl"):
-        table.add_column(key, justify="right")
-    table.add_row(*(f"{metrics[k]:.1f}" if metrics[k] is not None else "-" for k in ("AP", "AP50", "AP75", "APs",
-                                                                                       "APm", "APl")))
-    console.print(table)
+    console.print(summary_table(metrics, f"Validation mask AP ({metrics['images']} images)"))

@@ -73,6 +73,8 @@ def viz_iam(
     """
     if (image is None) == (dataset is None):
         raise fail("give exactly one of IMAGE or --dataset (with --images)")
+    if dataset is not None and images is None:
+        raise fail("--dataset needs --images, the folder of its images")
     if top_k < 1:
         raise fail("--top-k must be at least 1")
     check_device(device)
@@ -82,8 +84,6 @@ def viz_iam(
             _explain_image(predictor, image, out or Path("runs/viz-iam") / f"{image.stem}_iam.png", top_k,
                            score_threshold)
             return
-        if images is None:
-            raise fail("--dataset needs --images, the folder of its images")
         data = CocoInstances(dataset, images)
         num_instances = predictor.recipe.model.decoder.num_instances
         chosen = parse_channels(channels, num_instances)
