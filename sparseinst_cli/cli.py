@@ -11,6 +11,7 @@ import components  # noqa: F401  (fills the component registries)
 
 from .commands.components import components as components_command
 from .commands.convert import convert
+from .commands.curves import curves
 from .commands.demo_data import demo_data
 from .commands.evaluate import evaluate
 from .commands.export import export_app
@@ -33,6 +34,7 @@ app.command("demo-data")(demo_data)
 app.command()(predict)
 app.command("eval")(evaluate)
 app.command()(tide)
+app.command()(curves)
 app.command("time")(time_command)
 app.add_typer(export_app, name="export")
 app.command("viz-iam")(viz_iam)

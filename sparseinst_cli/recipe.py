@@ -59,6 +59,10 @@ LR_GAMMA = 0.1
 WARMUP_ITERS = 1000
 WARMUP_FACTOR = 0.001
 BACKBONE_LR_FACTOR = 1.0
+REFERENCE_BATCH_SIZE = BATCH_SIZE  # the batch the official learning rate is for
+LR_SCALING = "sqrt"  # AdamW: lr grows with the square root of the batch (Malladi et al., 2022)
+EMA_DECAY = 0.9998
+EMA_WARMUP = 2000  # steps: the decay ramps up as 1 - exp(-updates / EMA_WARMUP)
 
 # Run bookkeeping (not from the paper).
 CHECKPOINT_PERIOD = 5000
@@ -117,16 +121,28 @@ class SolverSection(StrictModel):
 
     ``batch_size`` counts images per optimizer step over all processes; each process runs
     ``batch_size / (processes * accumulate)`` images per forward pass.
+
+    ``lr`` is the learning rate for ``reference_batch_size`` images per step; the run uses it
+    scaled to ``batch_size`` by ``lr_scaling`` (``sqrt``: by sqrt(batch / reference), ``linear``,
+    or ``none``). With ``scale_schedule`` the step counts (``max_iter``, ``lr_steps``,
+    ``warmup_iters``) scale by reference / batch too, so the run sees as many images as the
+    reference schedule. With ``epochs`` the length is given in passes over the training data
+    instead of ``max_iter``, and ``lr_step_epochs`` replaces ``lr_steps``.
     """
 
     lr: Annotated[float, Field(gt=0)] = BASE_LR
     backbone_lr_factor: Annotated[float, Field(ge=0)] = BACKBONE_LR_FACTOR
     weight_decay: Annotated[float, Field(ge=0)] = WEIGHT_DECAY
     batch_size: PositiveInt = BATCH_SIZE
+    reference_batch_size: PositiveInt = REFERENCE_BATCH_SIZE
+    lr_scaling: Literal["sqrt", "linear", "none"] = LR_SCALING
+    scale_schedule: bool = False
     accumulate: PositiveInt = 1
     max_iter: PositiveInt = MAX_ITER
+    epochs: Annotated[float, Field(gt=0)] | None = None
     schedule: Literal["multistep", "cosine"] = "multistep"
     lr_steps: tuple[PositiveInt, ...] = LR_STEPS
+    lr_step_epochs: tuple[Annotated[float, Field(gt=0)], ...] = ()
     lr_gamma: Annotated[float, Field(gt=0, le=1)] = LR_GAMMA
     warmup_iters: Annotated[int, Field(ge=0)] = WARMUP_ITERS
     warmup_factor: Annotated[float, Field(gt=0, le=1)] = WARMUP_FACTOR
@@ -136,8 +152,9 @@ class SolverSection(StrictModel):
     def _batch_divides(self) -> SolverSection:
         if self.batch_size % self.accumulate:
             raise ValueError(f"batch_size ({self.batch_size}) must be a multiple of accumulate ({self.accumulate})")
+        if self.lr_step_epochs and self.epochs is None:
+            raise ValueError("lr_step_epochs needs epochs (give lr_steps for a schedule in iterations)")
         return self
-
 
 class DatasetPaths(StrictModel):
     """A COCO instances JSON and its image folder (relative paths: from the current directory)."""
@@ -160,13 +177,29 @@ class TrainSectionBase(StrictModel):
     eval_period: Annotated[int, Field(ge=0)] = 0  # 0: evaluate once, at the end
     log_period: PositiveInt = LOG_PERIOD
     tensorboard: bool = False
+    ema: bool = False  # validate and write the exponential moving average of the weights
+    ema_decay: Annotated[float, Field(gt=0, lt=1)] = EMA_DECAY
+    ema_warmup: Annotated[float, Field(gt=0)] = EMA_WARMUP
+    calibrate_init: bool = True  # rescale fresh layers on the first batch (calibration.py); off: the SPEC's init as is
     augmentation: AugmentationSection = AugmentationSection()
     solver: SolverSection = SolverSection()
 
 
 class ModelSectionBase(StrictModel):
+    """The class list and the components; ``init_from`` starts training from a trained model.
+
+    ``init_from`` names a native checkpoint or an authors' ``.pth``/``.pkl``: every tensor whose
+    name and shape fit is loaded, the rest keeps its fresh initialization, and class-head rows
+    are copied for classes whose names match (case-insensitive, or through ``class_map``, which
+    maps a training class to the checkpoint's name for it). ``init_strict`` refuses any tensor
+    or class left fresh.
+    """
+
     num_classes: PositiveInt = 80
     class_names: tuple[str, ...] | None = None
+    init_from: Path | None = None
+    class_map: dict[str, str] = {}
+    init_strict: bool = False
 
     @field_validator("class_names")
     @classmethod

@@ -34,16 +34,20 @@ from torch.utils.data import DataLoader
 from components import build
 from components.losses import Target, downsample_target_masks
 
+from .calibration import calibrate
 from .checkpoint import atomic_write, save_checkpoint
 from .datasets import CocoInstances
 from .distributed import Process, all_reduce_sum, barrier
 from .evaluation import evaluate
 from .inference import INFERENCE_DTYPES, Predictor
+from .curves import save_curves
+from .ema import ModelEMA
 from .modeling import build_model
-from .optim import build_optimizer, build_scheduler
+from .optim import build_optimizer, build_scheduler, resolve_solver
 from .recipe import Recipe, RecipeError
 from .run_log import RunLog
 from .sampler import TrainingStream
+from .transfer import TransferReport, initialize_from
 from .transforms import Collate, TrainBatch, TrainingSet, TrainTransform
 
 STATE_FILE = "last.pt"
@@ -108,8 +112,10 @@ def with_dataset_classes(recipe: Recipe, dataset: CocoInstances) -> Recipe:
 
 
 class Trainer:
+    """``initialize=False`` skips ``init_from`` (a run about to ``resume()`` has its own weights)."""
+
     def __init__(self, recipe: Recipe, out_dir: Path, process: Process = Process(), *, strict: bool = False,
-                 console=None) -> None:
+                 console=None, initialize: bool = True) -> None:
         if recipe.data.train is None:
             raise RecipeError("data", ["data.train: a training recipe needs [data.train] annotations and images"])
         self.process, self.out_dir, self.strict = process, Path(out_dir), strict
@@ -117,9 +123,12 @@ class Trainer:
         self.train_set = CocoInstances(recipe.data.train.annotations, recipe.data.train.images, strict=strict)
         self.val_set = (CocoInstances(recipe.data.val.annotations, recipe.data.val.images, strict=strict)
                         if recipe.data.val is not None else None)
-        self.recipe = with_dataset_classes(recipe, self.train_set)
+        recipe = with_dataset_classes(recipe, self.train_set)
+        self.solver_resolution = resolve_solver(recipe.train.solver, len(self.train_set))
+        train = recipe.train.model_copy(update={"solver": self.solver_resolution.resolved})
+        self.recipe = recipe.model_copy(update={"train": train})
         self.categories = self.train_set.categories
-        train, solver = self.recipe.train, self.recipe.train.solver
+        solver = train.solver
         per_process, remainder = divmod(solver.batch_size, solver.accumulate * process.world_size)
         if remainder or per_process == 0:
             raise RecipeError("train.solver", [f"batch_size: {solver.batch_size} images must split evenly over "
@@ -127,7 +136,11 @@ class Trainer:
         self.per_process = per_process
 
         torch.manual_seed(train.seed)  # the same recipe starts from the same weights
-        self.model = build_model(self.recipe).to(self.device).train()
+        self.model = build_model(self.recipe)
+        self.transfer: TransferReport | None = None
+        if initialize and self.recipe.model.init_from is not None:
+            self.transfer = initialize_from(self.model, self.recipe)
+        self.model.to(self.device).train()
         self.memory_format = torch.channels_last if train.channels_last else torch.contiguous_format
         self.model.to(memory_format=self.memory_format)
         self.network = (DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda"
@@ -140,6 +153,10 @@ class Trainer:
         self.autocast_dtype = INFERENCE_DTYPES[train.precision]
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=train.precision == "fp16")
         self.step = 0
+        self.calibrated = not train.calibrate_init
+        self.fresh_parameters = (self.transfer.fresh_parameters(self.model) if self.transfer is not None
+                                 else {name for name, _ in self.model.named_parameters()})
+        self.ema = ModelEMA(self.model, train.ema_decay, train.ema_warmup) if train.ema else None
         self.console = console
         self.skipped_images: set[str] = set()
 
@@ -151,10 +168,12 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         return {
             "step": self.step,
+            "calibrated": self.calibrated,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
             "rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else torch.zeros(0),
             "dataset_size": len(self.train_set),
@@ -166,8 +185,8 @@ class Trainer:
         if self.process.is_main:
             state = self.state_dict()
             atomic_write(self.state_path, lambda tmp: torch.save(state, tmp))
-            save_checkpoint(self.out_dir / MODEL_FILE, self.model, self.recipe, self.categories,
-                            {"step": str(self.step)})
+            extra = {"step": str(self.step), "weights": "ema" if self.ema is not None else "live"}
+            save_checkpoint(self.out_dir / MODEL_FILE, self.inference_model, self.recipe, self.categories, extra)
         barrier(self.process)
 
     def resume(self) -> None:
@@ -185,10 +204,20 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None:
+            if state.get("ema") is None:
+                raise TrainingError(f"{self.state_path}: saved without EMA weights; resume with train.ema=false")
+            self.ema.load_state_dict(state["ema"])
         torch.set_rng_state(state["rng"].cpu())
         if self.device.type == "cuda" and state["cuda_rng"].numel():
             torch.cuda.set_rng_state(state["cuda_rng"].cpu(), self.device)
         self.step = int(state["step"])
+        self.calibrated = bool(state.get("calibrated", True))
+
+    @property
+    def inference_model(self) -> torch.nn.Module:
+        """What validation and ``model.safetensors`` use: the EMA weights when they are kept."""
+        return self.ema.module if self.ema is not None else self.model
 
     def write_run_files(self) -> None:
         if not self.process.is_main:
@@ -205,7 +234,10 @@ class Trainer:
             "world_size": self.process.world_size,
             "train_images": len(self.train_set),
             "val_images": len(self.val_set) if self.val_set is not None else 0,
+            "solver": self.solver_resolution.summary(),
         }
+        if self.transfer is not None:
+            run["init_from"] = self.transfer.to_json()
         (self.out_dir / "run.json").write_text(json.dumps(run, indent=2) + "\n")
 
     # ---------------------------------------------------------------- data
@@ -247,6 +279,8 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
         self.step += 1
         logged["loss"] = sum(logged.values())
         return dict(logged)
@@ -267,6 +301,15 @@ class Trainer:
         total = sum(losses.values()) + sum(0.0 * head.float().sum() for head in output[:3])
         return losses, total
 
+    def _calibrate(self, batch: TrainBatch, log: RunLog) -> None:
+        images = batch.images.to(self.device).contiguous(memory_format=self.memory_format)
+        result = calibrate(self.model, images, self.fresh_parameters)
+        self.calibrated = True
+        if self.ema is not None:
+            self.ema.reset(self.model)
+        log.print(f"calibrated {len(result.factors)} fresh layers: initial mask logits' RMS "
+                  f"{result.mask_logit_rms_before:.3g} -> {result.mask_logit_rms_after:.3g}")
+
     def _check_finite(self, total: torch.Tensor, losses: dict[str, torch.Tensor]) -> None:
         bad = torch.tensor([0.0 if torch.isfinite(total) else 1.0], device=self.device)
         if float(all_reduce_sum(bad, self.process)) == 0:
@@ -284,7 +327,7 @@ class Trainer:
         """COCO mask AP on the validation set (main process), {} without one."""
         metrics: dict[str, Any] = {}
         if self.val_set is not None and self.process.is_main:
-            predictor = Predictor(self.model, self.recipe, self.categories, self.device)
+            predictor = Predictor(self.inference_model, self.recipe, self.categories, self.device)
             metrics = evaluate(predictor, self.val_set)
             self.model.train()
         barrier(self.process)
@@ -307,6 +350,8 @@ class Trainer:
                     result.interrupted = True
                     break
                 micro_batches = [next(batches) for _ in range(solver.accumulate)]
+                if not self.calibrated:
+                    self._calibrate(micro_batches[0], log)
                 for batch in micro_batches:
                     self.skipped_images.update(batch.skipped)
                 losses = self.train_step(micro_batches)
@@ -324,6 +369,8 @@ class Trainer:
             self.save()
             if not result.interrupted:
                 self._log_evaluation(log, result)
+            if self.process.is_main:
+                save_curves(self.out_dir)
         result.step = self.step
         result.skipped_images = sorted(self.skipped_images)
         return result

@@ -38,6 +38,7 @@ TINY_TRAINING = [
     "train.workers=0",
     "train.log_period=1",
     "train.solver.lr=1e-3",
+    "train.solver.lr_scaling=none",
     "train.solver.warmup_iters=0",
     "train.solver.lr_steps=[1000]",
 ]
