@@ -144,9 +144,11 @@ def main() -> None:
         raise SystemExit(f"{images}: no such folder (pass --data, the coco128 folder)")
     report = {"cpu": _cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__,
               "recipe": RECIPE, "overrides": args.set, "variants": []}
+    if args.out.is_file():  # runs of other variants stay; a variant run again replaces its entry
+        report["variants"] = json.loads(args.out.read_text()).get("variants", [])
     for name in args.variants.split(","):
-        result = run_variant(name, args, images, args.work)
-        report["variants"].append(result)
+        result = {**run_variant(name, args, images, args.work), "minutes_budget": args.minutes}
+        report["variants"] = [v for v in report["variants"] if v["variant"] != name] + [result]
         print(json.dumps(result, indent=2), flush=True)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2) + "\n")

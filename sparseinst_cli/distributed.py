@@ -58,3 +58,10 @@ def all_reduce_sum(values: torch.Tensor, process: Process) -> torch.Tensor:
 def barrier(process: Process) -> None:
     if process.distributed:
         dist.barrier()
+
+
+def broadcast_from_main(module: torch.nn.Module, process: Process) -> None:
+    """Give every process the main process's parameters and buffers (in place)."""
+    if process.distributed:
+        for tensor in module.state_dict().values():
+            dist.broadcast(tensor, src=0)

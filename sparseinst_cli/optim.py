@@ -28,8 +28,10 @@ class SolverResolution:
 
     def summary(self) -> str:
         run = self.resolved
-        parts = [f"lr {run.lr:.4g} ({self.lr:.4g} for batch {self.reference_batch_size}, "
-                 f"{self.lr_scaling} scaling to batch {self.batch_size})"]
+        parts = [f"lr {run.lr:.4g}"]
+        if self.lr_factor != 1:
+            parts[0] += (f" ({self.lr:.4g} for batch {self.reference_batch_size}, {self.lr_scaling} scaling "
+                         f"to batch {self.batch_size})")
         length = f"{run.max_iter} steps"
         if self.epochs is not None:
             length += f" ({self.epochs:g} epochs of {self.steps_per_epoch:.4g} steps)"

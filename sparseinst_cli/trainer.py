@@ -37,7 +37,7 @@ from components.losses import Target, downsample_target_masks
 from .calibration import calibrate
 from .checkpoint import atomic_write, save_checkpoint
 from .datasets import CocoInstances
-from .distributed import Process, all_reduce_sum, barrier
+from .distributed import Process, all_reduce_sum, barrier, broadcast_from_main
 from .evaluation import evaluate
 from .inference import INFERENCE_DTYPES, Predictor
 from .curves import save_curves
@@ -157,6 +157,8 @@ class Trainer:
         self.fresh_parameters = (self.transfer.fresh_parameters(self.model) if self.transfer is not None
                                  else {name for name, _ in self.model.named_parameters()})
         self.ema = ModelEMA(self.model, train.ema_decay, train.ema_warmup) if train.ema else None
+        self.loss_window: dict[str, float] = {}  # loss sums since the last logged record
+        self.loss_window_steps = 0
         self.console = console
         self.skipped_images: set[str] = set()
 
@@ -169,6 +171,7 @@ class Trainer:
         return {
             "step": self.step,
             "calibrated": self.calibrated,
+            "loss_window": {"steps": self.loss_window_steps, "sums": dict(self.loss_window)},
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -213,6 +216,8 @@ class Trainer:
             torch.cuda.set_rng_state(state["cuda_rng"].cpu(), self.device)
         self.step = int(state["step"])
         self.calibrated = bool(state.get("calibrated", True))
+        window = state.get("loss_window", {"steps": 0, "sums": {}})
+        self.loss_window, self.loss_window_steps = dict(window["sums"]), int(window["steps"])
 
     @property
     def inference_model(self) -> torch.nn.Module:
@@ -304,6 +309,7 @@ class Trainer:
     def _calibrate(self, batch: TrainBatch, log: RunLog) -> None:
         images = batch.images.to(self.device).contiguous(memory_format=self.memory_format)
         result = calibrate(self.model, images, self.fresh_parameters)
+        broadcast_from_main(self.model, self.process)  # each process calibrated on its own slice
         self.calibrated = True
         if self.ema is not None:
             self.ema.reset(self.model)
@@ -355,12 +361,17 @@ class Trainer:
                 for batch in micro_batches:
                     self.skipped_images.update(batch.skipped)
                 losses = self.train_step(micro_batches)
+                for name, value in losses.items():
+                    self.loss_window[name] = self.loss_window.get(name, 0.0) + value
+                self.loss_window_steps += 1
                 window_images += solver.batch_size
                 log.advance(self.step, f"loss {losses['loss']:.3f}")
                 if self.step % train.log_period == 0 or self.step == solver.max_iter:
                     elapsed = time.perf_counter() - window_start
-                    log.write({"step": self.step, "lr": self.optimizer.param_groups[0]["lr"], **losses,
+                    means = {name: total / self.loss_window_steps for name, total in self.loss_window.items()}
+                    log.write({"step": self.step, "lr": self.optimizer.param_groups[0]["lr"], **means,
                                "images_per_s": round(window_images / elapsed, 3)})
+                    self.loss_window, self.loss_window_steps = {}, 0
                     window_start, window_images = time.perf_counter(), 0
                 if self.step % train.checkpoint_period == 0 and self.step < solver.max_iter:
                     self.save()

@@ -213,7 +213,8 @@ def test_ema_arithmetic_on_a_toy_model() -> None:
 
 def test_resume_with_ema_equals_a_straight_run(demo: Path, tmp_path: Path) -> None:  # noqa: F811
     recipe = recipe_for(demo, "train.solver.batch_size=2", "train.solver.max_iter=6", "train.checkpoint_period=100",
-                        "train.ema=true", "train.ema_decay=0.9", "train.ema_warmup=2")
+                        "train.ema=true", "train.ema_decay=0.9", "train.ema_warmup=2",
+                        "train.log_period=2")
     straight = Trainer(recipe, tmp_path / "straight")
     straight.run()
     first = Trainer(recipe, tmp_path / "resumed")
@@ -226,6 +227,7 @@ def test_resume_with_ema_equals_a_straight_run(demo: Path, tmp_path: Path) -> No
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
     losses = [[json.loads(line)["loss"] for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()
                if '"loss"' in line] for run in ("straight", "resumed")]
+    assert len(losses[0]) == 3  # steps 2, 4, 6: each the mean of two steps, one of them before the stop
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
     # model.safetensors holds the EMA weights, which differ from the live ones.
     written, checkpoint = load_model(tmp_path / "resumed" / "model.safetensors")
@@ -356,3 +358,33 @@ def test_curves_png_from_a_run_and_by_command(demo: Path, tmp_path: Path) -> Non
     missing = CliRunner().invoke(app, ["curves", str(tmp_path / "nothing")])
     assert missing.exit_code == 2 and "metrics.jsonl: no such file" in missing.output
     assert save_curves(tmp_path / "run") == png
+
+
+def test_train_command_init_from(demo: Path, tmp_path: Path) -> None:  # noqa: F811
+    runner = CliRunner()
+    sets = [arg for item in TINY_TRAINING for arg in ("--set", item)]
+    data = ["--set", f"data.train.annotations={demo / 'train.json'}", "--set", f"data.train.images={demo / 'train'}",
+            "--set", f"data.val.annotations={demo / 'val.json'}", "--set", f"data.val.images={demo / 'val'}",
+            "--set", "train.solver.batch_size=2", "--set", "train.solver.max_iter=1"]
+    source = tmp_path / "source"
+    assert runner.invoke(app, ["train", "r50_giam", "--out", str(source), *sets, *data]).exit_code == 0
+    weights = source / "model.safetensors"
+
+    result = runner.invoke(app, ["train", "r50_giam", "--out", str(tmp_path / "tuned"), *sets, *data,
+                                 "--init-from", str(weights), "--init-strict"])
+    assert result.exit_code == 0, result.output
+    assert "init_from" in result.output and "class rows copied" in result.output
+    assert "solver: lr 0.001, 1 steps" in result.output
+    run = json.loads((tmp_path / "tuned" / "run.json").read_text())
+    assert run["init_from"]["class_rows"] == {n: n for n in SOURCE_CLASSES} and run["init_from"]["reinitialized"] == []
+
+    changed = runner.invoke(app, ["train", "r50_giam", "--out", str(tmp_path / "n12"), *sets, *data,
+                                  "--set", "model.decoder.num_instances=12", "--init-from", str(weights),
+                                  "--init-strict"])
+    assert changed.exit_code == 2 and "re-initialized: decoder.iam.conv.weight" in changed.output
+    assert "Traceback" not in changed.output and not (tmp_path / "n12" / "last.pt").exists()
+    missing = runner.invoke(app, ["train", "r50_giam", "--out", str(tmp_path / "m"), *sets, *data,
+                                  "--init-from", str(tmp_path / "nope.safetensors")])
+    assert missing.exit_code == 2 and "nope.safetensors: no such file" in missing.output
+    both = runner.invoke(app, ["train", "--out", str(source), "--resume", "--init-from", str(weights)])
+    assert both.exit_code == 2 and "--init-from starts a new run" in both.output
