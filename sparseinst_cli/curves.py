@@ -60,7 +60,7 @@ def save_curves(run_dir: str | Path, path: str | Path | None = None) -> Path:
     path = Path(path) if path is not None else Path(run_dir) / CURVES_FILE
     figure = Figure(figsize=FIGURE_INCHES, dpi=DPI, layout="constrained")
     FigureCanvasAgg(figure)
-    loss_axes, lr_axes, ap_axes = figure.subplots(1, 3, width_ratios=(2, 1, 1))
+    loss_axes, lr_axes, ap_axes = figure.subplots(1, 3, width_ratios=(2, 1, 1), sharex=True)
     losses = sorted(name for name in series if name == "loss" or name.startswith("loss_"))
     for name in losses:
         steps, values = np.array(series[name]).T

@@ -4,11 +4,13 @@ One ``Trainer`` per process. Under ``torchrun`` the model is wrapped in DDP, eac
 its slice of every batch (``TrainingStream``) and only the main process writes files. The run
 directory holds:
 
-- ``last.pt``: everything ``--resume`` needs (weights, optimizer, schedule, scaler, step, RNG);
-- ``model.safetensors``: the latest weights as a native checkpoint, for ``predict``/``eval``;
-- ``recipe.json``, ``run.json``: the resolved recipe and the code version;
-- ``metrics.jsonl``: losses, learning rate and throughput, and each evaluation;
-- ``eval.json``: the last evaluation.
+- ``last.pt``: everything ``--resume`` needs (weights, EMA, optimizer, schedule, scaler, step, RNG);
+- ``model.safetensors``: the latest weights (the EMA's when kept) as a native checkpoint;
+- ``recipe.json``, ``run.json``: the resolved recipe (solver in concrete steps) and the code
+  version, the solver's resolution and what ``init_from`` loaded;
+- ``metrics.jsonl``: mean losses over each log window, learning rate and throughput, and each
+  evaluation;
+- ``eval.json``: the last evaluation; ``curves.png``: the curves of ``metrics.jsonl``.
 
 Both checkpoint files are written atomically; an interrupted run never leaves a broken one.
 """
@@ -36,12 +38,12 @@ from components.losses import Target, downsample_target_masks
 
 from .calibration import calibrate
 from .checkpoint import atomic_write, save_checkpoint
+from .curves import save_curves
 from .datasets import CocoInstances
 from .distributed import Process, all_reduce_sum, barrier, broadcast_from_main
+from .ema import ModelEMA
 from .evaluation import evaluate
 from .inference import INFERENCE_DTYPES, Predictor
-from .curves import save_curves
-from .ema import ModelEMA
 from .modeling import build_model
 from .optim import build_optimizer, build_scheduler, resolve_solver
 from .recipe import Recipe, RecipeError
@@ -241,8 +243,13 @@ class Trainer:
             "val_images": len(self.val_set) if self.val_set is not None else 0,
             "solver": self.solver_resolution.summary(),
         }
+        previous = self.out_dir / "run.json"
         if self.transfer is not None:
             run["init_from"] = self.transfer.to_json()
+        elif previous.is_file():  # a resumed run keeps the record of how it started
+            started = json.loads(previous.read_text()).get("init_from")
+            if started is not None:
+                run["init_from"] = started
         (self.out_dir / "run.json").write_text(json.dumps(run, indent=2) + "\n")
 
     # ---------------------------------------------------------------- data

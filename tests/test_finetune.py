@@ -188,6 +188,13 @@ def test_training_from_init_from_starts_at_step_0_and_records_the_transfer(demo:
     assert run["init_from"]["loaded"] == len(source_weights) - 2
     model, checkpoint = load_model(tmp_path / "finetuned" / "model.safetensors")
     assert checkpoint.recipe.model.init_from is None and checkpoint.class_names == ["Star", "hexagon"]
+    longer = recipe.model_copy(update={"train": recipe.train.model_copy(update={
+        "solver": recipe.train.solver.model_copy(update={"max_iter": 3})})})
+    resumed = Trainer(longer, tmp_path / "finetuned", initialize=False)
+    resumed.resume()
+    assert resumed.transfer is None and resumed.run().step == 3
+    kept = json.loads((tmp_path / "finetuned" / "run.json").read_text())
+    assert kept["init_from"] == run["init_from"]
 
 
 # ---------------------------------------------------------------- EMA
