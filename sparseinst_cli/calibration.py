@@ -54,7 +54,7 @@ def calibration_layers(model: SparseInst, fresh: Iterable[str]) -> list[str]:
             continue
         if name in PRIOR_LAYERS or name == MASK_KERNEL or name.endswith(".offset"):
             continue
-        if all(f"{name}.{param}" in fresh for param, _ in module.named_parameters(recurse=False)):
+        if _is_fresh(name, module, fresh):
             names.append(name)
     return names
 
@@ -92,15 +92,18 @@ def calibrate(model: SparseInst, images: Tensor, fresh: Iterable[str]) -> Calibr
         for handle in handles:
             handle.remove()
     kernel = modules.get(MASK_KERNEL)
-    kernel_fresh = kernel is not None and all(
-        f"{MASK_KERNEL}.{param}" in fresh for param, _ in kernel.named_parameters(recurse=False))
-    if kernel_fresh and current > MIN_STD:
+    if kernel is not None and _is_fresh(MASK_KERNEL, kernel, fresh) and current > MIN_STD:
         # The kernel head's bias is 0 at initialization, so scaling it scales the logits exactly.
         factors[MASK_KERNEL] = TARGET_MASK_LOGIT_RMS / current
         _scale(kernel, factors[MASK_KERNEL])
         current = _rms(model(images).masks)
     model.train(was_training)
     return Calibration(factors, before, current)
+
+
+def _is_fresh(name: str, module: nn.Module, fresh: set[str]) -> bool:
+    """Whether every parameter of the layer was initialized here rather than loaded."""
+    return all(f"{name}.{param}" in fresh for param, _ in module.named_parameters(recurse=False))
 
 
 def _rms(tensor: Tensor) -> float:

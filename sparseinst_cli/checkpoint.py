@@ -64,8 +64,8 @@ def save_checkpoint(
     stored = recipe.dump()
     if "weights" in stored["model"]["backbone"]:
         stored["model"]["backbone"]["weights"] = None  # the checkpoint holds the weights now
-    if stored["model"].get("init_from") is not None:
-        stored["model"]["init_from"] = None  # likewise
+    if stored["model"].get("init_from") is not None:  # likewise: the start is part of the weights
+        stored["model"].update(init_from=None, class_map={}, init_strict=False)
     metadata = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,

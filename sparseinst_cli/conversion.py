@@ -35,12 +35,19 @@ class ConversionReport:
     values: int
 
 
+def is_native_state(keys: set[str] | list[str]) -> bool:
+    """A SparseInst state dict in this project's layout (flat decoder names)."""
+    keys = set(keys)
+    official = any(k.startswith(("decoder.inst_branch.", "decoder.mask_branch.")) for k in keys)
+    return not official and any(k.startswith("decoder.") for k in keys)
+
+
 def detect_layout(keys: set[str] | list[str]) -> Layout:
     keys = set(keys)
+    if is_native_state(keys):
+        raise WeightsError("already a native SparseInst state dict; nothing to convert")
     if any(k.startswith(("decoder.inst_branch.", "decoder.mask_branch.")) for k in keys):
         return "official"
-    if any(k.startswith("decoder.") for k in keys):
-        raise WeightsError("already a native SparseInst state dict; nothing to convert")
     if {"conv1.weight", "conv1.0.weight", "stem.conv1.weight"} & keys:
         return "imagenet"
     raise WeightsError(

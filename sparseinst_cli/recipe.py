@@ -212,6 +212,8 @@ class ModelSectionBase(StrictModel):
     def _names_match_classes(self) -> ModelSectionBase:
         if self.class_names is not None and len(self.class_names) != self.num_classes:
             raise ValueError(f"class_names has {len(self.class_names)} names but num_classes is {self.num_classes}")
+        if self.init_from is None and (self.class_map or self.init_strict):
+            raise ValueError("class_map and init_strict apply to init_from, which is not set")
         return self
 
 

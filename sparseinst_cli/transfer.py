@@ -21,7 +21,7 @@ from components.pretrained import WeightsError, load_strict, official_to_native,
 
 from .checkpoint import FORMAT, read_checkpoint
 from .coco import default_categories
-from .conversion import detect_layout
+from .conversion import detect_layout, is_native_state
 from .modeling import build_model
 from .recipe import Recipe
 
@@ -74,11 +74,11 @@ def read_source(path: str | Path, recipe: Recipe) -> SourceModel:
         checkpoint = read_checkpoint(path)
         return SourceModel(checkpoint.state, checkpoint.class_names, f"{path} (native checkpoint)")
     state = read_state_dict(path)
+    if is_native_state(state):
+        return SourceModel(state, None, f"{path} (native state dict, classes unnamed)")
     try:
         layout = detect_layout(list(state))
     except WeightsError as exc:
-        if "already a native" in str(exc):
-            return SourceModel(state, None, f"{path} (native state dict, classes unnamed)")
         raise WeightsError(f"{path}: {exc}") from None
     if layout == "imagenet":
         raise WeightsError(f"{path}: ImageNet backbone weights, not a SparseInst model; "

@@ -25,7 +25,7 @@ from sparseinst_cli.ema import ModelEMA, ema_decay
 from sparseinst_cli.images import read_image
 from sparseinst_cli.modeling import build_model
 from sparseinst_cli.optim import lr_scale, resolve_solver
-from sparseinst_cli.recipe import SolverSection, load_recipe
+from sparseinst_cli.recipe import RecipeError, SolverSection, load_recipe
 from sparseinst_cli.trainer import Trainer
 from sparseinst_cli.transfer import initialize_from, read_source, transfer
 
@@ -125,6 +125,8 @@ def test_bad_class_maps_name_the_field(tmp_path: Path) -> None:
     recipe = _target_recipe(tmp_path / "source.safetensors", ("a", "b"), 'model.class_map={ c = "star" }')
     with pytest.raises(WeightsError, match=r"model.class_map: 'c' not among the training classes"):
         initialize_from(build_model(recipe), recipe)
+    with pytest.raises(RecipeError, match="class_map and init_strict apply to init_from, which is not set"):
+        load_recipe("r50_giam", ['model.class_map={ a = "star" }'])
 
 
 def test_authors_pth_goes_through_the_strict_conversion(tmp_path: Path) -> None:
