@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import shutil
 import statistics
@@ -33,11 +32,7 @@ from pathlib import Path
 
 import torch
 
-from sparseinst_cli.datasets import CocoInstances
-from sparseinst_cli.evaluation import evaluate
-from sparseinst_cli.inference import Predictor
-from sparseinst_cli.recipe import load_recipe
-from sparseinst_cli.trainer import Trainer
+from sparseinst_cli import CocoInstances, Predictor, Trainer, evaluate_model, load_recipe
 
 HELD_OUT_EVERY = 4  # every fourth image id (in sorted order) is held out: a 3:1 split
 RECIPE = "finetune_lite"
@@ -92,7 +87,7 @@ def run_variant(name: str, args: argparse.Namespace, images: Path, work: Path) -
     wall = time.perf_counter() - start
     predictor = Predictor.from_checkpoint(out / "model.safetensors")
     train_set = CocoInstances(train_json, images)
-    on_train = evaluate(predictor, train_set)
+    on_train = evaluate_model(predictor, train_set).to_json()
     on_heldout = json.loads((out / "eval.json").read_text())
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     speeds = [r["images_per_s"] for r in records if "images_per_s" in r]

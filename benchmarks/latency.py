@@ -4,7 +4,7 @@
     python benchmarks/latency.py --device cuda --dtype fp16 --batch 32 --out runs/bench/latency_gpu.json
 
 Random weights (seeded), so every one of the N candidates passes the score threshold: the worst
-case for post-processing. Times network + post-processing per batch with ``sparseinst_cli.timing``
+case for post-processing. Times network + post-processing per batch with ``sparseinst_cli.analysis.timing``
 (warm-up, device synchronization, median), per module as well, for the plain model and the
 optimized one, and reports the speed-up. The reference figure of the issue (the authors' code,
 r50_giam, 640x853, 2 CPU threads) is 1570 ms; the target is at most 0.7 of it.
@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 
-from sparseinst_cli.demo_data import render_image
-from sparseinst_cli.inference import INFERENCE_DTYPES, Predictor
-from sparseinst_cli.timing import device_name, time_predictor
+from sparseinst_cli import Precision, Predictor, time_predictor
+from sparseinst_cli.analysis.timing import device_name
+from sparseinst_cli.data.demo_data import render_image
 
 AUTHORS_CPU_MS = 1570.0  # the authors' implementation, r50_giam 640x853, batch 1, fp32, 2 CPU threads
 TARGET_FRACTION = 0.7
@@ -32,7 +32,7 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=640)
     parser.add_argument("--width", type=int, default=853)
     parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--dtype", default="fp32", choices=list(INFERENCE_DTYPES))
+    parser.add_argument("--dtype", default="fp32", choices=[p.value for p in Precision])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--compile", action="store_true", help="also torch.compile the fast model")

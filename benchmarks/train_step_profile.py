@@ -26,10 +26,9 @@ import torch
 import torch.nn.functional as F
 
 from components.losses import Target, downsample_target_masks
-from sparseinst_cli.recipe import load_recipe
-from sparseinst_cli.trainer import Trainer
-from sparseinst_cli.transforms import Collate, TrainTransform
-from sparseinst_cli.dense_scene import write_dense_scene
+from sparseinst_cli import Trainer, load_recipe
+from sparseinst_cli.data.dense_scene import write_dense_scene
+from sparseinst_cli.data.transforms import Collate, TrainTransform
 
 
 def main() -> None:

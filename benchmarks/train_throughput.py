@@ -18,10 +18,8 @@ from pathlib import Path
 
 import torch
 
-from sparseinst_cli.demo_data import generate_demo_dataset
-from sparseinst_cli.distributed import Process
-from sparseinst_cli.recipe import load_recipe
-from sparseinst_cli.trainer import Trainer
+from sparseinst_cli import Trainer, generate_demo_dataset, load_recipe
+from sparseinst_cli.engine.distributed import Process
 
 
 def main() -> None:

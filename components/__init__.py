@@ -2,9 +2,10 @@
 
 from . import backbones, decoder, efficientnet, encoders, iam, losses, matcher  # noqa: F401  (fill the registries)
 from .decoder import SparseInstDecoder, SparseInstOutput
+from .errors import ComponentError, SparseInstError, WeightsError
 from .model import SparseInst
 from .postprocess import Instances, postprocess
-from .registry import FAMILIES, ComponentError, UnknownComponentError, build, register, registry
+from .registry import FAMILIES, UnknownComponentError, build, register, registry
 
 __all__ = [
     "FAMILIES",
@@ -12,8 +13,10 @@ __all__ = [
     "Instances",
     "SparseInst",
     "SparseInstDecoder",
+    "SparseInstError",
     "SparseInstOutput",
     "UnknownComponentError",
+    "WeightsError",
     "build",
     "postprocess",
     "register",

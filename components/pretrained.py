@@ -11,16 +11,16 @@ import pickle
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .errors import WeightsError
+
 Rule = tuple[str, str | Callable[[re.Match[str]], str]]
-
-
-class WeightsError(ValueError):
-    """Weights that cannot be read, or that do not fit the model."""
+Layout = Literal["official", "imagenet"]
 
 
 def _stage(match: re.Match[str]) -> str:
@@ -183,3 +183,24 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
     if any(k.startswith("backbone.") for k in state):
         state = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
     load_strict(backbone, imagenet_resnet_to_native(state), f"backbone weights {path}")
+
+
+def is_native_state(keys: set[str] | list[str]) -> bool:
+    """A SparseInst state dict in this project's layout (flat decoder names)."""
+    keys = set(keys)
+    official = any(k.startswith(("decoder.inst_branch.", "decoder.mask_branch.")) for k in keys)
+    return not official and any(k.startswith("decoder.") for k in keys)
+
+
+def detect_layout(keys: set[str] | list[str]) -> Layout:
+    keys = set(keys)
+    if is_native_state(keys):
+        raise WeightsError("already a native SparseInst state dict; nothing to convert")
+    if any(k.startswith(("decoder.inst_branch.", "decoder.mask_branch.")) for k in keys):
+        return "official"
+    if {"conv1.weight", "conv1.0.weight", "stem.conv1.weight"} & keys:
+        return "imagenet"
+    raise WeightsError(
+        "unrecognized layout: expected the authors' SparseInst checkpoint "
+        "(backbone./encoder./decoder.inst_branch. keys) or an ImageNet ResNet (conv1, layer1...)"
+    )

@@ -22,6 +22,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, create_model, model_validator
 from pydantic_core import PydanticCustomError
 
+from .errors import ComponentError
+
 FAMILIES = ("backbone", "encoder", "iam", "decoder", "matcher", "loss")
 ENTRY_POINT_GROUP = "sparseinst.components"
 
@@ -34,10 +36,6 @@ WIRED_ARGUMENTS: dict[str, frozenset[str]] = {
     "matcher": frozenset(),
     "loss": frozenset({"num_classes"}),
 }
-
-
-class ComponentError(ValueError):
-    """A component cannot be registered or looked up."""
 
 
 class UnknownComponentError(ComponentError):

@@ -1,5 +1,5 @@
 """``python -m sparseinst_cli`` (what ``torchrun -m sparseinst_cli train ...`` runs)."""
 
-from .cli import main
+from .cli.app import main
 
 main()

@@ -4,8 +4,6 @@ categories, so that a checkpoint alone is enough to predict. Writes are atomic."
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,10 +13,12 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from components import SparseInst
-from components.pretrained import WeightsError, load_strict
+from components.pretrained import load_strict
 
-from .modeling import build_model
-from .recipe import Recipe, apply_override, validate_recipe
+from .builder import build_model
+from .errors import WeightsError
+from .files import atomic_write
+from .recipe import Recipe, recipe_from_data
 
 FORMAT = "sparseinst"
 FORMAT_VERSION = "1"
@@ -34,21 +34,6 @@ class Checkpoint:
     @property
     def class_names(self) -> list[str]:
         return [c["name"] for c in self.categories]
-
-
-def atomic_write(path: Path, write: callable) -> None:
-    """Call ``write(tmp_path)`` then rename onto ``path``: a crash never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_checkpoint(
@@ -93,10 +78,7 @@ def read_checkpoint(path: str | Path, overrides: Sequence[str] = ()) -> Checkpoi
         ) from None
     if metadata.get("format") != FORMAT or "recipe" not in metadata:
         raise WeightsError(f"{path}: safetensors file without a sparseinst recipe; convert it with 'sparseinst convert'")
-    data = json.loads(metadata["recipe"])
-    for assignment in overrides:
-        apply_override(data, assignment)
-    recipe = validate_recipe(data, f"{path} (stored recipe)")
+    recipe = recipe_from_data(json.loads(metadata["recipe"]), f"{path} (stored recipe)", overrides)
     categories = json.loads(metadata.get("categories", "[]"))
     return Checkpoint(state, recipe, categories, metadata)
 

@@ -1,53 +1,75 @@
-"""Turning the library's user-facing errors into one-line messages and exit codes."""
+"""Every error the toolkit reports to its users, under one base, ``SparseInstError``.
+
+A front end catches ``SparseInstError`` and shows its one-line message; nothing else it needs
+to know. Messages describe the problem in the library's terms (``score_threshold``); the
+command line adds the flag that changes the named ``setting``.
+"""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Sequence
+from dataclasses import dataclass
 
-import typer
-from rich.console import Console
-from rich.markup import escape
+from components.errors import ComponentError, SparseInstError, WeightsError
 
-from components.pretrained import WeightsError
-from components.registry import ComponentError
-
-from .datasets import DatasetError
-from .evaluation import ResultsError
-from .export import ExportError
-from .images import ImageError
-from .recipe import RecipeError
-
-PIPED_WIDTH = 160  # tables written to a file or pipe keep their columns instead of folding at 80
-
-console = Console()
-if not console.is_terminal and "COLUMNS" not in os.environ:
-    console.width = PIPED_WIDTH
-err_console = Console(stderr=True, soft_wrap=True)  # one message, one line
-
-EXIT_FAILED = 1  # the command ran but some of its work failed
-EXIT_USAGE = 2  # bad input: recipe, weights, files, arguments
-EXIT_INTERRUPTED = 130
+__all__ = [
+    "ComponentError",
+    "DatasetError",
+    "ExportError",
+    "ImageError",
+    "NothingToShow",
+    "Notice",
+    "RecipeError",
+    "ResultsError",
+    "RunFilesError",
+    "SparseInstError",
+    "TrainingError",
+    "WeightsError",
+]
 
 
-def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {escape(message)}")
-    return typer.Exit(code)
+class RecipeError(SparseInstError, ValueError):
+    """A recipe that cannot be read or does not validate; ``lines`` has one problem each."""
+
+    def __init__(self, source: str, lines: Sequence[str]) -> None:
+        self.source, self.lines = source, list(lines)
+        super().__init__(f"recipe {source}: " + "; ".join(self.lines))
 
 
-@contextmanager
-def user_errors() -> Iterator[None]:
-    """Report known input errors without a traceback and exit non-zero."""
-    try:
-        yield
-    except RecipeError as exc:
-        err_console.print(f"[bold red]error:[/] recipe {escape(exc.source)} is invalid:")
-        for line in exc.lines:
-            err_console.print(f"  {escape(line)}")
-        raise typer.Exit(EXIT_USAGE) from None
-    except (WeightsError, ImageError, ComponentError, DatasetError, ResultsError, ExportError,
-            FileNotFoundError) as exc:
-        raise fail(str(exc)) from None
-    except KeyboardInterrupt:
-        raise fail("interrupted", EXIT_INTERRUPTED) from None
+class DatasetError(SparseInstError, ValueError):
+    """A dataset problem that stops the work; the message names the file."""
+
+
+class ImageError(SparseInstError, ValueError):
+    """An image that is missing or cannot be decoded."""
+
+
+class ResultsError(SparseInstError, ValueError):
+    """A results file that cannot be scored against its ground truth."""
+
+
+class ExportError(SparseInstError, RuntimeError):
+    """The ONNX export or the ONNX runtime failed; the message says how."""
+
+
+class TrainingError(SparseInstError, RuntimeError):
+    """The run cannot go on (a non-finite loss, an unusable resume state)."""
+
+
+class RunFilesError(SparseInstError, ValueError):
+    """A run directory without the files asked of it (metrics, recipe)."""
+
+
+class NothingToShow(SparseInstError, ValueError):
+    """The model found nothing that passes the asked-for threshold."""
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A warning about a result that still stands (a capped recall, a skipped image)."""
+
+    message: str
+    setting: str | None = None  # the parameter that addresses it, as in ``SparseInstError``
+
+    def __str__(self) -> str:
+        return self.message

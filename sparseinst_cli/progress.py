@@ -1,34 +1,26 @@
-"""The progress bar of commands that work through images: count, rate and ETA."""
+"""How long work reports itself: the library calls a ``Progress``, a front end draws it.
+
+The base class reports nothing (``SILENT``); the command line's subclass draws a bar with rate
+and ETA on a terminal and plain lines elsewhere.
+"""
 
 from __future__ import annotations
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+class Progress:
+    """``start`` a task of ``total`` units, ``advance`` it, ``note`` lines worth showing."""
+
+    def start(self, task: str, total: int, *, completed: int = 0, unit: str = "img") -> None:
+        """Begin ``task``; ``unit`` names what ``total`` counts (images, iterations)."""
+
+    def advance(self, amount: int = 1, *, completed: int | None = None, status: str = "") -> None:
+        """``amount`` more units done (or ``completed`` in all); ``status`` is a short summary."""
+
+    def note(self, message: str) -> None:
+        """A line to show now (a skipped input, a stage that begins, a result along the way)."""
+
+    def stop(self) -> None:
+        """The task is over."""
 
 
-class ImageProgress:
-    """``with ImageProgress("eval", total=n, console=c) as progress: progress.advance(k)``."""
-
-    def __init__(self, description: str, total: int, console: Console) -> None:
-        self._progress = Progress(
-            TextColumn(f"[bold]{description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("[cyan]{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-            console=console, transient=True,
-        )
-        self._task = self._progress.add_task(description, total=total, rate="")
-
-    def __enter__(self) -> ImageProgress:
-        self._progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._progress.stop()
-
-    @property
-    def console(self) -> Console:
-        return self._progress.console
-
-    def advance(self, images: int = 1) -> None:
-        self._progress.update(self._task, advance=images)
-        speed = self._progress.tasks[0].speed
-        self._progress.update(self._task, rate=f"{speed:.2f} img/s" if speed else "")
+SILENT = Progress()

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import copy
 import difflib
-import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import tomllib
 from pydantic import (
-    BaseModel,
     Discriminator,
     Field,
     PositiveInt,
@@ -28,9 +27,11 @@ from pydantic import (
     model_validator,
 )
 
+from components.postprocess import MASK_THRESHOLD, MAX_DETECTIONS, SCORE_THRESHOLD
 from components.registry import FAMILIES, StrictModel, registry, unknown_name_message
 
-RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+from .errors import RecipeError
+from .resources import builtin_recipe, builtin_recipe_names
 
 # SPEC 1.1 (official): RGB pixel statistics, test resize and padding.
 PIXEL_MEAN = (123.675, 116.280, 103.530)
@@ -38,11 +39,6 @@ PIXEL_STD = (58.395, 57.120, 57.375)
 MIN_SIZE_TEST = 640
 MAX_SIZE_TEST = 853
 SIZE_DIVISIBILITY = 32
-
-# SPEC 1.5: post-processing.
-SCORE_THRESHOLD = 0.005
-MASK_THRESHOLD = 0.45
-MAX_DETECTIONS = 100
 
 # SPEC 2 (official): augmentation and optimization, for a batch of 64 on 8 GPUs.
 TRAIN_MIN_SIZES = tuple(range(416, 641, 32))
@@ -79,14 +75,6 @@ DEFAULT_COMPONENTS = {
 }
 MODEL_FAMILIES = ("backbone", "encoder", "iam", "decoder")
 TRAIN_FAMILIES = ("matcher", "loss")
-
-
-class RecipeError(ValueError):
-    """A recipe that cannot be read or does not validate; ``lines`` has one problem each."""
-
-    def __init__(self, source: str, lines: Sequence[str]) -> None:
-        self.source, self.lines = source, list(lines)
-        super().__init__(f"recipe {source}: " + "; ".join(self.lines))
 
 
 class InputSection(StrictModel):
@@ -275,48 +263,49 @@ def validate_recipe(data: Mapping[str, Any], source: str = "<recipe>") -> Recipe
         raise RecipeError(source, format_validation_errors(exc, data)) from None
 
 
-def recipe_from_json(text: str, source: str = "<metadata>") -> RecipeBase:
-    return validate_recipe(json.loads(text), source)
+@dataclass(frozen=True)
+class RecipeFile:
+    """Where a recipe's text comes from: a user's file or a shipped recipe."""
+
+    label: str  # for messages, and the identity that finds ``extends`` cycles
+    text: Callable[[], str]
+    folder: Path | None  # where a relative ``extends`` is looked up first (None: shipped)
 
 
-def builtin_recipes() -> list[str]:
-    """Names of the recipes shipped in ``recipes/`` (``ablations/...`` included)."""
-    return sorted(str(p.relative_to(RECIPES_DIR).with_suffix("")) for p in RECIPES_DIR.rglob("*.toml"))
-
-
-def resolve_recipe_path(ref: str | Path, relative_to: Path | None = None) -> Path:
+def find_recipe(ref: str | Path, relative_to: Path | None = None) -> RecipeFile:
     """A path as given, relative to the including recipe, or a built-in recipe name."""
-    candidates = [Path(ref)]
-    if relative_to is not None:
-        candidates.insert(0, relative_to / ref)
-    candidates.append(RECIPES_DIR / f"{ref}.toml" if not str(ref).endswith(".toml") else RECIPES_DIR / ref)
+    candidates = ([relative_to / ref] if relative_to is not None else []) + [Path(ref)]
     for path in candidates:
         if path.is_file():
-            return path
-    known = builtin_recipes()
+            path = path.resolve()
+            return RecipeFile(str(path), lambda: path.read_text(encoding="utf-8"), path.parent)
+    shipped = builtin_recipe(str(ref))
+    if shipped is not None:
+        return RecipeFile(f"built-in {ref}", lambda: shipped.read_text(encoding="utf-8"), None)
+    known = builtin_recipe_names()
     hint = difflib.get_close_matches(str(ref), known, n=1)
     suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
     raise RecipeError(str(ref), [f"no such file or built-in recipe{suggestion}; built-in: {', '.join(known)}"])
 
 
-def read_recipe_data(ref: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+def read_recipe_data(ref: str | Path, _seen: tuple[RecipeFile, ...] = ()) -> dict[str, Any]:
     """Read a recipe file and merge it over the chain of recipes it ``extends``."""
-    path = resolve_recipe_path(ref, _seen[-1].parent if _seen else None).resolve()
-    if path in _seen:
-        chain = " -> ".join(str(p.name) for p in (*_seen, path))
+    source = find_recipe(ref, _seen[-1].folder if _seen else None)
+    if source.label in (seen.label for seen in _seen):
+        chain = " -> ".join(Path(s.label).name for s in (*_seen, source))
         raise RecipeError(str(ref), [f"extends forms a cycle: {chain}"])
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(source.text())
     except tomllib.TOMLDecodeError as exc:
-        raise RecipeError(str(path), [f"not valid TOML: {exc}"]) from None
+        raise RecipeError(source.label, [f"not valid TOML: {exc}"]) from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise RecipeError(str(path), [f"cannot read: {exc}"]) from None
+        raise RecipeError(source.label, [f"cannot read: {exc}"]) from None
     base = data.pop("extends", None)
     if base is None:
         return data
     if not isinstance(base, str):
-        raise RecipeError(str(path), ["extends: must be the name or path of one recipe"])
-    return deep_merge(read_recipe_data(base, (*_seen, path)), data)
+        raise RecipeError(source.label, ["extends: must be the name or path of one recipe"])
+    return deep_merge(read_recipe_data(base, (*_seen, source)), data)
 
 
 def deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -358,10 +347,16 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
 
 def load_recipe(ref: str | Path, overrides: Sequence[str] = ()) -> RecipeBase:
     """Read, merge, override and validate a recipe given by path or built-in name."""
-    data = read_recipe_data(ref)
+    return recipe_from_data(read_recipe_data(ref), str(ref), overrides)
+
+
+def recipe_from_data(data: Mapping[str, Any], source: str, overrides: Sequence[str] = ()) -> RecipeBase:
+    """A recipe from plain data (a checkpoint's or a run's stored one) with ``overrides``
+    (``a.b=value``) applied, validated; ``source`` names it in errors."""
+    data = copy.deepcopy(dict(data))
     for assignment in overrides:
         apply_override(data, assignment)
-    return validate_recipe(data, str(ref))
+    return validate_recipe(data, source)
 
 
 def format_validation_errors(exc: ValidationError, data: Mapping[str, Any]) -> list[str]:
@@ -406,6 +401,3 @@ def _is_component_tag(item: Any, node: Mapping[str, Any]) -> bool:
         return item == node["name"]
     return item in DEFAULT_COMPONENTS.values()
 
-
-def recipe_json(recipe: BaseModel) -> str:
-    return json.dumps(recipe.model_dump(mode="json"), sort_keys=True)

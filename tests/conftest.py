@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import components  # noqa: F401  (fills the registries)
+from sparseinst_cli.progress import Progress
 
 # Narrow but structurally complete: every stage, branch and IAM is there, just thinner.
 SMALL_MODEL = [
@@ -35,3 +36,25 @@ def shapes_image(height: int = 120, width: int = 160, seed: int = 0) -> np.ndarr
     cv2.circle(image, (width // 3, height // 2), min(height, width) // 5, (220, 40, 40), -1)
     cv2.rectangle(image, (width // 2, height // 4), (width - 10, height - 10), (30, 160, 230), -1)
     return image
+
+
+class RecordingProgress(Progress):
+    """Keeps every call the library makes, for tests of what long work reports."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple] = []
+        self.done = 0
+
+    def start(self, task: str, total: int, *, completed: int = 0, unit: str = "img") -> None:
+        self.events.append(("start", task, total, completed))
+        self.done = completed
+
+    def advance(self, amount: int = 1, *, completed: int | None = None, status: str = "") -> None:
+        self.done = completed if completed is not None else self.done + amount
+        self.events.append(("advance", self.done))
+
+    def note(self, message: str) -> None:
+        self.events.append(("note", message))
+
+    def stop(self) -> None:
+        self.events.append(("stop",))

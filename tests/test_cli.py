@@ -10,10 +10,10 @@ import pytest
 from typer.testing import CliRunner
 
 from sparseinst_cli.checkpoint import read_checkpoint, save_checkpoint
-from sparseinst_cli.cli import app
-from sparseinst_cli.coco import decode_rle
-from sparseinst_cli.images import read_image, write_image
-from sparseinst_cli.inference import Predictor
+from sparseinst_cli.cli.app import app
+from sparseinst_cli.data.coco import decode_rle
+from sparseinst_cli.data.images import read_image, write_image
+from sparseinst_cli.inference.predictor import Predictor
 from sparseinst_cli.recipe import load_recipe
 
 from .conftest import SMALL_MODEL, shapes_image

@@ -21,10 +21,10 @@ from components.pretrained import (
     read_state_dict,
     rename,
 )
+from sparseinst_cli.builder import build_model
 from sparseinst_cli.checkpoint import load_model
-from sparseinst_cli.cli import app
-from sparseinst_cli.conversion import BACKBONE_FORMAT, convert_checkpoint
-from sparseinst_cli.modeling import build_model
+from sparseinst_cli.cli.app import app
+from sparseinst_cli.deploy.conversion import BACKBONE_FORMAT, convert_checkpoint
 from sparseinst_cli.recipe import load_recipe
 
 from .official_reference import official_forward, official_layout, random_official_state_dict

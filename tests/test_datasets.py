@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from sparseinst_cli.coco import encode_rle
-from sparseinst_cli.datasets import CocoInstances, DatasetError, ImageInfo, Sample
-from sparseinst_cli.images import ImageError, write_image
+from sparseinst_cli.data.coco import encode_rle
+from sparseinst_cli.data.datasets import CocoInstances, ImageInfo, Sample
+from sparseinst_cli.data.images import write_image
+from sparseinst_cli.data.transforms import Collate, TrainingSet, TrainSample, TrainTransform, collate, random_crop
+from sparseinst_cli.errors import DatasetError, ImageError
 from sparseinst_cli.recipe import AugmentationSection, InputSection
-from sparseinst_cli.transforms import Collate, TrainingSet, TrainSample, TrainTransform, collate, random_crop
 
 H, W = 40, 60
 RECT = [10, 5, 30, 5, 30, 25, 10, 25]  # x from 10 to 30, y from 5 to 25: 20 x 20 pixels (pycocotools)

@@ -10,7 +10,7 @@ import pytest
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from sparseinst_cli.demo_data import (
+from sparseinst_cli.data.demo_data import (
     DEMO_CLASSES,
     EMPTY_OFFSET,
     MIN_VISIBLE_AREA,
@@ -19,7 +19,9 @@ from sparseinst_cli.demo_data import (
     render_image,
     segmentation,
 )
-from sparseinst_cli.images import read_image
+from sparseinst_cli.data.images import read_image
+
+from .conftest import RecordingProgress
 
 SIZE = (128, 160)  # (H, W): non-square, so swapped axes would show
 MID_SET = 40  # images in a "mid-size" split: holds index EMPTY_OFFSET, hence one empty image
@@ -56,9 +58,9 @@ def test_splits_and_images_use_independent_streams() -> None:
 
 
 def test_paths_counts_and_progress(tmp_path: Path) -> None:
-    calls: list[int] = []
-    ds = generate_demo_dataset(tmp_path, train_images=3, val_images=2, size=SIZE, progress=calls.append)
-    assert calls == [1, 2, 3, 4, 5]
+    progress = RecordingProgress()
+    ds = generate_demo_dataset(tmp_path, train_images=3, val_images=2, size=SIZE, progress=progress)
+    assert progress.events == [("start", "demo-data", 5, 0), *(("advance", n) for n in range(1, 6)), ("stop",)]
     assert (ds.train_json, ds.val_json) == (tmp_path / "train.json", tmp_path / "val.json")
     assert sorted(p.name for p in ds.train_dir.iterdir()) == ["000000.png", "000001.png", "000002.png"]
     assert sorted(p.name for p in ds.val_dir.iterdir()) == ["000000.png", "000001.png"]

@@ -9,17 +9,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from sparseinst_cli.analysis.coco_eval import evaluate_results, mask_ap
 from sparseinst_cli.checkpoint import save_checkpoint
-from sparseinst_cli.cli import app
-from sparseinst_cli.coco import encode_rle
-from sparseinst_cli.demo_data import generate_demo_dataset
-from sparseinst_cli.evaluation import (
-    ResultsError,
-    evaluate_results,
-    mask_ap,
-    match_categories,
-)
-from sparseinst_cli.inference import Predictor
+from sparseinst_cli.cli.app import app
+from sparseinst_cli.data.coco import encode_rle, match_categories
+from sparseinst_cli.data.demo_data import generate_demo_dataset
+from sparseinst_cli.errors import ResultsError
+from sparseinst_cli.inference.predictor import Predictor
 from sparseinst_cli.recipe import load_recipe
 
 from .conftest import SMALL_MODEL
@@ -108,7 +104,7 @@ def test_empty_predictions_give_zero_with_a_warning(two_images) -> None:
     gt, _ = two_images
     evaluation = evaluate_results(gt, [])
     assert evaluation.metrics["AP"] == 0.0 and evaluation.metrics["AP50"] == 0.0
-    assert any("no predictions" in w for w in evaluation.warnings)
+    assert any("no predictions" in str(w) for w in evaluation.warnings)
 
 
 def test_results_json_round_trip(two_images, tmp_path: Path) -> None:
@@ -127,8 +123,9 @@ def test_images_with_more_than_100_instances(tmp_path: Path) -> None:
     capped = evaluate_results(gt, results)
     # COCO scores the 100 best: recall 100/120, precision 1 -> 84 of 101 recall points (0..0.83).
     assert capped.metrics["AP"] == pytest.approx(100 * 84 / RECALL_POINTS, abs=1e-3)
-    assert any("more than 100 annotated instances" in w for w in capped.warnings)
-    assert any("more than 100 predictions" in w for w in capped.warnings)
+    crowded_gt = [w for w in capped.warnings if "more than 100 annotated instances" in str(w)]
+    assert len(crowded_gt) == 1 and crowded_gt[0].setting == "max_detections"
+    assert any("more than 100 predictions" in str(w) for w in capped.warnings)
     assert evaluate_results(gt, results, max_detections=150).metrics["AP"] == 100.0
 
 

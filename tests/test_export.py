@@ -13,17 +13,20 @@ from typer.testing import CliRunner
 
 from components.encoders import adaptive_average_pool
 from sparseinst_cli.checkpoint import save_checkpoint
-from sparseinst_cli.cli import app
-from sparseinst_cli.coco import decode_rle
-from sparseinst_cli.export import ExportError, OnnxModel, export_onnx
-from sparseinst_cli.images import write_image
-from sparseinst_cli.inference import Predictor
+from sparseinst_cli.cli.app import app
+from sparseinst_cli.data.coco import decode_rle
+from sparseinst_cli.data.images import write_image
+from sparseinst_cli.deploy.onnx_export import export_onnx
+from sparseinst_cli.errors import ExportError
+from sparseinst_cli.inference.onnx_runtime import OnnxModel
+from sparseinst_cli.inference.predictor import Predictor
 
 from .conftest import SMALL_MODEL, shapes_image
 from .test_timing import randomize_frozen_norms
 
 # Tolerances: onnxruntime and PyTorch order float sums differently.
-RAW_RTOL = 1e-4  # of each output's largest magnitude
+RAW_RTOL = 2e-4  # of each output's largest magnitude; onnxruntime and oneDNN sum convolutions in different
+# orders: up to 1.2e-4 apart on a 2-core AMD EPYC, under 1e-4 on Intel Xeons
 SCORE_ATOL = 1e-5
 MASK_AGREEMENT = 0.9999  # share of mask pixels that must agree (others sit within noise of the threshold)
 EXPORT_SIZE = (96, 128)
@@ -90,7 +93,7 @@ def test_onnx_metadata_and_refusals(exported, tmp_path: Path) -> None:
         OnnxModel(not_onnx)
     with pytest.raises(ExportError, match="multiples of 32"):
         export_onnx(weights, tmp_path / "odd.onnx", size=(100, 128))
-    from sparseinst_cli.recipe import RecipeError
+    from sparseinst_cli.errors import RecipeError
 
     with pytest.raises(RecipeError, match="network is fixed"):
         Predictor.from_onnx(onnx_path, overrides=["model.iam.groups=2"])

@@ -16,18 +16,19 @@ from typer.testing import CliRunner
 from components.init import prior_bias
 from components.losses import downsample_target_masks
 from components.pretrained import WeightsError, official_to_native
-from sparseinst_cli.calibration import MASK_KERNEL, calibrate, calibration_layers
+from sparseinst_cli.builder import build_model
 from sparseinst_cli.checkpoint import load_model, save_checkpoint
-from sparseinst_cli.cli import app
-from sparseinst_cli.curves import CURVES_FILE, save_curves
-from sparseinst_cli.dense_scene import write_dense_scene
-from sparseinst_cli.ema import ModelEMA, ema_decay
-from sparseinst_cli.images import read_image
-from sparseinst_cli.modeling import build_model
-from sparseinst_cli.optim import lr_scale, resolve_solver
-from sparseinst_cli.recipe import RecipeError, SolverSection, load_recipe
-from sparseinst_cli.trainer import Trainer
-from sparseinst_cli.transfer import initialize_from, read_source, transfer
+from sparseinst_cli.cli.app import app
+from sparseinst_cli.data.dense_scene import write_dense_scene
+from sparseinst_cli.data.images import read_image
+from sparseinst_cli.engine.calibration import MASK_KERNEL, calibrate, calibration_layers
+from sparseinst_cli.engine.curves import CURVES_FILE, save_curves
+from sparseinst_cli.engine.ema import ModelEMA, ema_decay
+from sparseinst_cli.engine.solver import lr_scale, resolve_solver
+from sparseinst_cli.engine.trainer import Trainer
+from sparseinst_cli.engine.transfer import initialize_from, read_source, transfer
+from sparseinst_cli.errors import RecipeError
+from sparseinst_cli.recipe import SolverSection, load_recipe
 
 from .conftest import SMALL_MODEL
 from .official_reference import official_layout, random_official_state_dict
@@ -396,4 +397,4 @@ def test_train_command_init_from(demo: Path, tmp_path: Path) -> None:  # noqa: F
                                   "--init-from", str(tmp_path / "nope.safetensors")])
     assert missing.exit_code == 2 and "nope.safetensors: no such file" in missing.output
     both = runner.invoke(app, ["train", "--out", str(source), "--resume", "--init-from", str(weights)])
-    assert both.exit_code == 2 and "--init-from starts a new run" in both.output
+    assert both.exit_code == 2 and "init_from starts a new run" in both.output and "(--init-from)" in both.output

@@ -13,25 +13,25 @@ import torch.nn.functional as F
 from typer.testing import CliRunner
 
 from components.postprocess import instance_scores, maskness
-from sparseinst_cli.checkpoint import save_checkpoint
-from sparseinst_cli.cli import app
-from sparseinst_cli.commands.viz_iam import parse_channels
-from sparseinst_cli.datasets import CocoInstances
-from sparseinst_cli.demo_data import generate_demo_dataset
-from sparseinst_cli.iam_viz import (
+from sparseinst_cli.analysis.activation_maps import (
     CELL_WIDTH,
     GAP,
     LABEL_HEIGHT,
     MEAN_CELL,
-    NothingToShow,
     dataset_mean_maps,
     heat_overlay,
     image_figure,
     map_statistics,
     mean_maps_figure,
 )
-from sparseinst_cli.images import read_image, write_image
-from sparseinst_cli.inference import Predictor
+from sparseinst_cli.checkpoint import save_checkpoint
+from sparseinst_cli.cli.app import app
+from sparseinst_cli.cli.commands.viz_iam import parse_channels
+from sparseinst_cli.data.datasets import CocoInstances
+from sparseinst_cli.data.demo_data import generate_demo_dataset
+from sparseinst_cli.data.images import read_image, write_image
+from sparseinst_cli.errors import NothingToShow
+from sparseinst_cli.inference.predictor import Predictor
 from sparseinst_cli.recipe import load_recipe
 
 from .conftest import SMALL_MODEL, shapes_image
@@ -79,7 +79,7 @@ def test_grid_layout_and_the_maps_are_the_models(predictor: Predictor) -> None:
 
 
 def test_nothing_above_the_threshold(predictor: Predictor) -> None:
-    with pytest.raises(NothingToShow, match="lower --score-threshold"):
+    with pytest.raises(NothingToShow, match="lower the score threshold"):
         image_figure(predictor, shapes_image(48, 64), score_threshold=0.999)
 
 
@@ -113,8 +113,9 @@ def test_map_statistics_of_a_known_map() -> None:
 
 
 def test_parse_channels() -> None:
-    assert parse_channels("0-2,5", 10) == [0, 1, 2, 5]
-    assert parse_channels(None, 3) == [0, 1, 2]
+    assert parse_channels("0-2,5") == [0, 1, 2, 5]
+    assert parse_channels(" 7 ") == [7]
+    assert parse_channels(None) is None
 
 
 def test_viz_iam_command(predictor: Predictor, tmp_path: Path) -> None:
@@ -139,6 +140,6 @@ def test_viz_iam_command(predictor: Predictor, tmp_path: Path) -> None:
                               "--weights", str(weights), "--channels", "0-99"])
     assert bad.exit_code == 2 and "IAM channels 0-9" in bad.output
     nothing = runner.invoke(app, ["viz-iam", str(image), "--weights", str(weights), "--score-threshold", "0.999"])
-    assert nothing.exit_code == 1 and "lower --score-threshold" in nothing.output
+    assert nothing.exit_code == 1 and "lower the score threshold (--score-threshold)" in nothing.output
     neither = runner.invoke(app, ["viz-iam", "--weights", str(weights)])
     assert neither.exit_code == 2 and "exactly one of IMAGE or --dataset" in neither.output

@@ -10,8 +10,8 @@ import torch
 
 from components import SparseInstOutput, postprocess
 from components.postprocess import maskness, masks_to_boxes
-from sparseinst_cli.images import resized_shape
-from sparseinst_cli.inference import Predictor, pad_batch
+from sparseinst_cli.data.images import pad_batch, resized_shape
+from sparseinst_cli.inference.predictor import Predictor
 
 from .conftest import SMALL_MODEL
 

@@ -7,12 +7,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from sparseinst_cli.modeling import build_model
-from sparseinst_cli.recipe import RECIPES_DIR, RecipeError, builtin_recipes, load_recipe
+from sparseinst_cli.builder import build_model
+from sparseinst_cli.errors import RecipeError
+from sparseinst_cli.recipe import load_recipe
+from sparseinst_cli.resources import builtin_recipe, builtin_recipe_names
 
 from .conftest import SMALL_MODEL
 
-ALL_RECIPES = builtin_recipes()
+ALL_RECIPES = builtin_recipe_names()
 
 
 def test_shipped_recipes_are_all_found() -> None:
@@ -122,7 +124,7 @@ def test_model_that_cannot_be_built_is_a_recipe_error() -> None:
 
 
 def test_recipe_relative_extends(tmp_path: Path) -> None:
-    write(tmp_path, f'extends = "{RECIPES_DIR / "r50_giam.toml"}"\n[model]\nnum_classes = 7\n', "base.toml")
+    write(tmp_path, f'extends = "{builtin_recipe("r50_giam")}"\n[model]\nnum_classes = 7\n', "base.toml")
     child = write(tmp_path, 'extends = "base.toml"\n[model.iam]\ngroups = 2\n', "child.toml")
     recipe = load_recipe(child)
     assert (recipe.model.num_classes, recipe.model.iam.groups) == (7, 2)

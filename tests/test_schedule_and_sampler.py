@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from sparseinst_cli.optim import build_optimizer, build_scheduler, lr_factor
+from sparseinst_cli.data.sampler import TrainingStream, sample_key
+from sparseinst_cli.engine.solver import build_optimizer, build_scheduler, lr_factor
 from sparseinst_cli.recipe import SolverSection
-from sparseinst_cli.sampler import TrainingStream, sample_key
 
 
 def test_official_schedule() -> None:

@@ -15,8 +15,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from sparseinst_cli.coco import encode_rle
-from sparseinst_cli.tide import (
+from sparseinst_cli.analysis.tide import (
     MAIN_ERRORS,
     SPECIAL_ERRORS,
     TideReport,
@@ -25,7 +24,8 @@ from sparseinst_cli.tide import (
     tide_analysis,
     tide_analysis_files,
 )
-from sparseinst_cli.tide_plot import DPI, FIGURE_INCHES, save_summary_plot
+from sparseinst_cli.analysis.tide_plot import DPI, FIGURE_INCHES, save_summary_plot
+from sparseinst_cli.data.coco import encode_rle
 
 SIZE = 20
 CAT, DOG = 1, 2
@@ -215,7 +215,7 @@ def test_class_ap_follows_coco_interpolation() -> None:
 
 
 def test_ap_agrees_with_cocoeval_ap50(tmp_path) -> None:
-    from sparseinst_cli.evaluation import load_ground_truth, mask_ap
+    from sparseinst_cli.analysis.coco_eval import load_ground_truth, mask_ap
 
     gt = ground_truth((1, CAT, A), (1, DOG, C), (2, CAT, rect(5, 5, 15, 15)), (2, DOG, rect(0, 0, 6, 20)),
                       (2, CAT, rect(14, 0, 20, 20), 1), images=2)
@@ -273,7 +273,7 @@ def test_summary_plot_needs_a_report(tmp_path) -> None:
 def test_tide_command_compares_results_files(tmp_path) -> None:
     from typer.testing import CliRunner
 
-    from sparseinst_cli.cli import app
+    from sparseinst_cli.cli.app import app
 
     gt = tmp_path / "gt.json"
     gt.write_text(json.dumps(ground_truth((1, CAT, A), (1, DOG, C))))
@@ -296,7 +296,7 @@ def test_tide_command_compares_results_files(tmp_path) -> None:
 def test_tide_command_errors(tmp_path) -> None:
     from typer.testing import CliRunner
 
-    from sparseinst_cli.cli import app
+    from sparseinst_cli.cli.app import app
 
     gt = tmp_path / "gt.json"
     gt.write_text(json.dumps(ground_truth((1, CAT, A))))

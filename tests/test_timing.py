@@ -10,13 +10,14 @@ import torch
 from torchvision.ops.misc import FrozenBatchNorm2d
 from typer.testing import CliRunner
 
-from sparseinst_cli.cli import app
-from sparseinst_cli.inference import Predictor
-from sparseinst_cli.optimize import fold_frozen_batch_norm, optimize_for_inference
+from sparseinst_cli.analysis.timing import STAGES, UNATTRIBUTED, time_predictor, unattributed_fraction
+from sparseinst_cli.cli.app import app
+from sparseinst_cli.data.images import typical_size
+from sparseinst_cli.inference import winograd
+from sparseinst_cli.inference.fast_path import fold_frozen_batch_norm, optimize_for_inference
+from sparseinst_cli.inference.predictor import Predictor
+from sparseinst_cli.inference.winograd import WinogradConv2d, use_winograd
 from sparseinst_cli.recipe import load_recipe
-from sparseinst_cli.timing import STAGES, UNATTRIBUTED, time_predictor, timing_size, unattributed_fraction
-from sparseinst_cli import winograd
-from sparseinst_cli.winograd import WinogradConv2d, use_winograd
 
 from .conftest import SMALL_MODEL, shapes_image
 
@@ -105,10 +106,10 @@ def test_per_module_times_add_up() -> None:
     assert timing.gflops > 0
 
 
-def test_timing_size_is_four_by_three_capped() -> None:
-    assert timing_size(640, 853) == (640, 853)
-    assert timing_size(448, 853) == (448, 597)
-    assert timing_size(640, 800) == (640, 800)
+def test_typical_size_is_four_by_three_capped() -> None:
+    assert typical_size(640, 853) == (640, 853)
+    assert typical_size(448, 853) == (448, 597)
+    assert typical_size(640, 800) == (640, 800)
 
 
 def test_time_command_writes_the_documented_json(tmp_path: Path) -> None:

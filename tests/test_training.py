@@ -12,11 +12,12 @@ import torch.multiprocessing as mp
 from typer.testing import CliRunner
 
 from sparseinst_cli.checkpoint import load_model
-from sparseinst_cli.cli import app
-from sparseinst_cli.demo_data import generate_demo_dataset
-from sparseinst_cli.distributed import Process
+from sparseinst_cli.cli.app import app
+from sparseinst_cli.data.demo_data import generate_demo_dataset
+from sparseinst_cli.engine.distributed import Process
+from sparseinst_cli.engine.trainer import Trainer
+from sparseinst_cli.errors import TrainingError
 from sparseinst_cli.recipe import load_recipe
-from sparseinst_cli.trainer import Trainer, TrainingError
 
 # A narrow model, small fixed-size images, no randomness in the augmentation.
 TINY_TRAINING = [

@@ -10,13 +10,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from components.backbones import ConvNorm
-from sparseinst_cli.optimize import fold_frozen_batch_norm
-from sparseinst_cli.winograd import (
+from sparseinst_cli.inference.fast_path import fold_frozen_batch_norm
+from sparseinst_cli.inference.winograd import (
     MIN_CHANNELS,
     MIN_TILES,
     WinogradConv2d,
-    tile_transforms,
     is_winograd_eligible,
+    tile_transforms,
     transform_kernel,
     use_winograd,
     winograd_conv3x3,

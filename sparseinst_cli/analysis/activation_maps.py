@@ -1,0 +1,251 @@
+"""Instance activation maps made visible (SPEC 4; the paper's Figures 4 and 6).
+
+- :func:`image_figure`: for one image, each kept instance's predicted mask with its class and
+  score, next to its activation map(s) (all G maps of a Group-IAM instance) over the image.
+- :func:`dataset_mean_maps` and :func:`mean_maps_figure`: the mean activation of chosen IAM
+  channels over a dataset, each map resized to a common square first, shown as a grid.
+
+The maps are the model's own normalized activation maps (``return_maps=True``), brought to image
+space the way masks are: upsampled to the padded input, cropped to the resized image, resized.
+Each drawn map is scaled by its own maximum, so the colours show where an instance looks, not
+how strongly.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from components import SparseInstOutput, postprocess
+from components.postprocess import instance_scores, maskness
+
+from ..data.datasets import CocoInstances
+from ..data.images import read_image, write_image
+from ..errors import ImageError, NothingToShow, SparseInstError
+from ..files import atomic_write
+from ..inference.drawing import MASK_ALPHA, SHOW_THRESHOLD, instance_color
+from ..inference.predictor import Predictor
+from ..progress import SILENT, Progress
+
+CELL_WIDTH = 224  # pixels across one cell of the per-image grid
+MEAN_CELL = 96  # side of one cell of the dataset grid (and of the common square maps are averaged on)
+MEAN_COLUMNS = 10
+LABEL_HEIGHT = 22  # text strip above each row
+GAP = 2  # pixels between cells
+HEAT_ALPHA = 0.55  # weight of the heat map over the image
+BACKGROUND = 255
+TEXT_COLOR = (0, 0, 0)
+FONT, FONT_SCALE = cv2.FONT_HERSHEY_SIMPLEX, 0.45
+DEFAULT_TOP_K = 6
+
+
+@dataclass
+class IAMFigure:
+    """A rendered grid and what it shows.
+
+    grid: (H, W, 3) uint8 RGB. candidates: (K,) the IAM channel (instance index) of each row.
+    labels, scores: (K,). maps: (K, G, cell_h, cell_w) the activation maps drawn, in image space.
+    """
+
+    grid: np.ndarray
+    candidates: list[int]
+    labels: list[int]
+    scores: list[float]
+    maps: Tensor
+
+
+def heat_map(activation: np.ndarray) -> np.ndarray:
+    """A JET colour image (h, w, 3) RGB uint8 of ``activation`` (h, w) >= 0, scaled by its maximum."""
+    peak = float(activation.max())
+    scaled = np.zeros(activation.shape, np.uint8) if peak <= 0 else np.round(255 * activation / peak).astype(np.uint8)
+    return cv2.cvtColor(cv2.applyColorMap(scaled, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+
+
+def heat_overlay(image: np.ndarray, activation: np.ndarray) -> np.ndarray:
+    """``image`` (h, w, 3) RGB uint8 blended with the heat map of ``activation`` (h, w)."""
+    return np.round(image * (1 - HEAT_ALPHA) + heat_map(activation) * HEAT_ALPHA).astype(np.uint8)
+
+
+def maps_in_image_space(maps: Tensor, input_size: tuple[int, int], image_size: tuple[int, int],
+                        size: tuple[int, int]) -> Tensor:
+    """(K, G, h, w) maps over a padded input of ``input_size`` -> (K, G, *size) over the resized
+    image of ``image_size`` inside it (the same path as the masks in post-processing)."""
+    k, g = maps.shape[:2]
+    flat = maps.float().flatten(0, 1).unsqueeze(1)
+    flat = F.interpolate(flat, size=input_size, mode="bilinear", align_corners=False)
+    flat = F.interpolate(flat[..., : image_size[0], : image_size[1]], size=size, mode="bilinear", align_corners=False)
+    return flat.clamp(min=0).reshape(k, g, *size)
+
+
+def _label(canvas: np.ndarray, text: str, x: int, y: int) -> None:
+    cv2.putText(canvas, text, (x + 4, y + LABEL_HEIGHT - 7), FONT, FONT_SCALE, TEXT_COLOR, 1, cv2.LINE_AA)
+
+
+def image_figure(predictor: Predictor, image: np.ndarray, *, top_k: int = DEFAULT_TOP_K,
+                 score_threshold: float = SHOW_THRESHOLD) -> IAMFigure:
+    """The grid for one RGB image: a row per kept instance (best first, at most ``top_k`` scoring
+    above ``score_threshold``): its mask, then its G activation maps.
+
+    Grid size: height K * (LABEL_HEIGHT + cell_h), width (1 + G) * CELL_WIDTH + G * GAP, where
+    cell_h = round(H * CELL_WIDTH / W) for an image of H x W.
+    """
+    batch = predictor.preprocess([image])
+    output = predictor.forward(batch, return_maps=True)
+    spec = predictor.recipe.inference
+    objectness = output.objectness.float() if spec.objectness_rescoring else None
+    scores, _ = instance_scores(output.logits.float(), objectness)
+    scores = (scores * maskness(output.masks.float().sigmoid(), spec.mask_threshold))[0]
+    ranked = scores.argsort(descending=True)
+    chosen = ranked[scores[ranked] > score_threshold][:top_k]
+    if chosen.numel() == 0:
+        raise NothingToShow(f"no instance scores above {score_threshold} (best: {float(scores.max()):.3f}); "
+                            f"lower the score threshold", setting="score_threshold")
+    # Post-processing of the chosen candidates alone gives their masks at the image size, in order.
+    selected = SparseInstOutput(output.logits[:, chosen], output.objectness[:, chosen], output.masks[:, chosen])
+    instances = postprocess(selected, tuple(batch.images.shape[-2:]), batch.image_sizes, batch.original_sizes,
+                            score_threshold=-1.0, mask_threshold=spec.mask_threshold,
+                            objectness_rescoring=spec.objectness_rescoring)[0].to("cpu")
+    height, width = image.shape[:2]
+    cell_h = max(1, round(height * CELL_WIDTH / width))
+    cell = cv2.resize(image, (CELL_WIDTH, cell_h), interpolation=cv2.INTER_AREA)
+    maps = maps_in_image_space(output.maps[0, chosen], tuple(batch.images.shape[-2:]), batch.image_sizes[0],
+                               (cell_h, CELL_WIDTH)).cpu()
+    groups = maps.shape[1]
+    row_h = LABEL_HEIGHT + cell_h
+    grid = np.full((len(chosen) * row_h, (1 + groups) * CELL_WIDTH + groups * GAP, 3), BACKGROUND, np.uint8)
+    names = predictor.class_names
+    for row, candidate in enumerate(chosen.tolist()):
+        top = row * row_h
+        mask = cv2.resize(instances.masks[row].numpy().astype(np.uint8), (CELL_WIDTH, cell_h),
+                          interpolation=cv2.INTER_NEAREST).astype(bool)
+        drawn = cell.copy()
+        drawn[mask] = np.round(drawn[mask] * (1 - MASK_ALPHA) + np.array(instance_color(row)) * MASK_ALPHA)
+        grid[top + LABEL_HEIGHT: top + row_h, :CELL_WIDTH] = drawn
+        label = int(instances.labels[row])
+        _label(grid, f"IAM {candidate}: {names[label]} {float(instances.scores[row]):.2f}", 0, top)
+        for group in range(groups):
+            left = (1 + group) * (CELL_WIDTH + GAP)
+            grid[top + LABEL_HEIGHT: top + row_h, left: left + CELL_WIDTH] = heat_overlay(cell, maps[row, group].numpy())
+            if groups > 1:
+                _label(grid, f"group {group + 1}", left, top)
+    return IAMFigure(grid, chosen.tolist(), instances.labels.tolist(), instances.scores.tolist(), maps)
+
+
+@torch.inference_mode()
+def dataset_mean_maps(predictor: Predictor, dataset: CocoInstances, channels: Sequence[int], *,
+                      max_images: int | None = None, batch_size: int = 4,
+                      progress: Progress = SILENT) -> tuple[Tensor, int, list[str]]:
+    """Mean activation maps (len(channels), G, MEAN_CELL, MEAN_CELL) of the chosen IAM channels
+    over the dataset's images, each resized to the square first; plus the number of images used
+    and the messages of unreadable ones."""
+    count = len(dataset) if max_images is None else min(max_images, len(dataset))
+    index = torch.as_tensor(list(channels), dtype=torch.long)
+    total: Tensor | None = None
+    used, failures = 0, []
+    progress.start("viz-iam", count)
+    for start in range(0, count, batch_size):
+        images = []
+        for i in range(start, min(start + batch_size, count)):
+            try:
+                images.append(dataset.load(i).image)
+            except ImageError as exc:
+                failures.append(str(exc))
+                progress.note(f"skipped: {exc}")
+        if images:
+            batch = predictor.preprocess(images)
+            maps = predictor.forward(batch, return_maps=True).maps
+            input_size = tuple(batch.images.shape[-2:])
+            for b, image_size in enumerate(batch.image_sizes):
+                square = maps_in_image_space(maps[b, index.to(maps.device)], input_size, image_size,
+                                             (MEAN_CELL, MEAN_CELL)).cpu()
+                square = square / square.sum((-2, -1), keepdim=True).clamp(min=1e-12)  # a distribution again
+                total = square if total is None else total + square
+                used += 1
+        progress.advance(min(start + batch_size, count) - start)
+    progress.stop()
+    if total is None:
+        raise ImageError("no readable image in the dataset")
+    return total / used, used, failures
+
+
+def mean_maps_figure(means: Tensor, channels: Sequence[int], per_group: bool = False) -> np.ndarray:
+    """A grid of the mean maps: one cell per channel (its G maps averaged), or per channel and
+    group with ``per_group``; MEAN_COLUMNS cells a row, each labelled with its channel."""
+    if per_group:
+        cells = [(f"{c}.{g + 1}", means[i, g]) for i, c in enumerate(channels) for g in range(means.shape[1])]
+    else:
+        cells = [(str(c), means[i].mean(0)) for i, c in enumerate(channels)]
+    columns = min(MEAN_COLUMNS, len(cells))
+    rows = -(-len(cells) // columns)
+    step_x, step_y = MEAN_CELL + GAP, LABEL_HEIGHT + MEAN_CELL
+    grid = np.full((rows * step_y, columns * step_x - GAP, 3), BACKGROUND, np.uint8)
+    for n, (name, activation) in enumerate(cells):
+        top, left = (n // columns) * step_y, (n % columns) * step_x
+        contrast = activation - activation.min()  # mean maps are smooth: show their range, not their floor
+        grid[top + LABEL_HEIGHT: top + step_y, left: left + MEAN_CELL] = heat_map(contrast.numpy())
+        _label(grid, f"IAM {name}", left, top)
+    return grid
+
+
+def map_statistics(means: Tensor, channels: Sequence[int]) -> list[dict]:
+    """Per channel: the centre of mass (x, y in [0, 1] of the image) and spread (standard
+    deviation, same units) of its mean map (G maps averaged)."""
+    maps = means.mean(1)  # (C, s, s)
+    size = maps.shape[-1]
+    coords = (torch.arange(size, dtype=torch.float32) + 0.5) / size
+    stats = []
+    for channel, activation in zip(channels, maps):
+        mass = activation / activation.sum().clamp(min=1e-12)
+        py, px = mass.sum(1), mass.sum(0)
+        cx, cy = float((px * coords).sum()), float((py * coords).sum())
+        spread = float(((px * (coords - cx) ** 2).sum() + (py * (coords - cy) ** 2).sum()).sqrt())
+        stats.append({"channel": int(channel), "center_x": round(cx, 4), "center_y": round(cy, 4),
+                      "spread": round(spread, 4)})
+    return stats
+
+
+def explain_image(predictor: Predictor, image: Path, out: Path, *, top_k: int = DEFAULT_TOP_K,
+                  score_threshold: float = SHOW_THRESHOLD) -> IAMFigure:
+    """``image_figure`` of an image file, written as a PNG to ``out``."""
+    if top_k < 1:
+        raise SparseInstError(f"top_k must be at least 1, got {top_k}", setting="top_k")
+    figure = image_figure(predictor, read_image(image), top_k=top_k, score_threshold=score_threshold)
+    write_image(out, figure.grid)
+    return figure
+
+
+@dataclass
+class DatasetMaps:
+    images: int  # images averaged over
+    failures: list[str]  # unreadable images, one message each
+    channels: list[dict]  # ``map_statistics``
+    figure: Path
+    statistics: Path
+
+
+def explain_dataset(predictor: Predictor, dataset: CocoInstances, out: Path, *, channels: Sequence[int] | None = None,
+                    per_group: bool = False, max_images: int | None = None,
+                    progress: Progress = SILENT) -> DatasetMaps:
+    """The mean maps of ``channels`` (default: all) over the dataset: a PNG at ``out`` and their
+    statistics as JSON beside it."""
+    num_instances = predictor.recipe.model.decoder.num_instances
+    channels = list(range(num_instances)) if channels is None else list(channels)
+    bad = [c for c in channels if not 0 <= c < num_instances]
+    if bad or not channels:
+        raise SparseInstError(f"the model has IAM channels 0-{num_instances - 1}; got {bad or 'none'}",
+                              setting="channels")
+    means, used, failures = dataset_mean_maps(predictor, dataset, channels, max_images=max_images, progress=progress)
+    write_image(out, mean_maps_figure(means, channels, per_group))
+    stats = map_statistics(means, channels)
+    summary = out.with_suffix(".json")
+    text = json.dumps({"images": used, "channels": stats}, indent=2) + "\n"
+    atomic_write(summary, lambda tmp: tmp.write_text(text))
+    return DatasetMaps(used, failures, stats, out, summary)

@@ -1,0 +1,208 @@
+"""COCO mask AP (SPEC 4): run a predictor over a dataset, or score an existing results file.
+
+pycocotools is the reference. The summary numbers are read from ``COCOeval.eval["precision"]``
+rather than from ``summarize()``, which hard-codes 100 detections per image, so that
+``max_detections`` can be raised for datasets with crowded images.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from components.postprocess import MAX_DETECTIONS  # COCO scores at most this many predictions per image
+
+from ..data.datasets import CocoInstances
+from ..deploy.backends import ModelSource
+from ..errors import DatasetError, Notice, ResultsError
+from ..files import atomic_write
+from ..inference.batches import DATASET_BATCH_SIZE, RESULTS_FILE, predict_dataset
+from ..inference.predictor import Predictor
+from ..progress import SILENT, Progress
+
+SUMMARY_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+EVAL_FILE = "eval.json"
+IOU_50, IOU_75 = 0, 5  # indices of 0.50 and 0.75 in COCOeval's ten IoU thresholds (0.50:0.05:0.95)
+AREA_ALL, AREA_SMALL, AREA_MEDIUM, AREA_LARGE = 0, 1, 2, 3
+RESULT_KEYS = ("image_id", "category_id", "segmentation", "score")
+
+
+@dataclass
+class Evaluation:
+    """Metrics in percent (None where COCO leaves them undefined) and what to tell the user."""
+
+    metrics: dict[str, Any]
+    results: list[dict]
+    image_ids: list[int]
+    failures: list[str] = field(default_factory=list)  # unreadable images, one message each
+    warnings: list[Notice] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.metrics, "images": len(self.image_ids), "detections": len(self.results),
+                "failures": self.failures, "warnings": [str(w) for w in self.warnings]}
+
+    def save(self, out_dir: Path, *, with_results: bool = True) -> list[Path]:
+        """Write ``eval.json`` (the metrics) and, with ``with_results``, ``results.json`` (the
+        predictions) into ``out_dir``; returns the paths written."""
+        written = [(out_dir / EVAL_FILE, json.dumps(self.to_json(), indent=2) + "\n")]
+        if with_results:
+            written.append((out_dir / RESULTS_FILE, json.dumps(self.results)))
+        for path, text in written:
+            atomic_write(path, lambda tmp, text=text: tmp.write_text(text))
+        return [path for path, _ in written]
+
+
+def load_ground_truth(annotations: str | Path) -> COCO:
+    """A COCO index of the annotations file (read quietly)."""
+    path = Path(annotations)
+    if not path.is_file():
+        raise DatasetError(f"{path}: no such annotations file")
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            return COCO(str(path))
+    except (json.JSONDecodeError, KeyError, TypeError, AssertionError) as exc:
+        raise DatasetError(f"{path}: not a COCO instances file ({type(exc).__name__}: {exc})") from None
+
+
+def load_results(path: str | Path, ground_truth: COCO) -> list[dict]:
+    """A COCO results file, checked against the ground truth it will be scored on."""
+    path = Path(path)
+    if not path.is_file():
+        raise ResultsError(f"{path}: no such results file")
+    try:
+        results = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ResultsError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(results, list):
+        raise ResultsError(f"{path}: a COCO results file is a JSON list of predictions")
+    check_results(results, ground_truth, str(path))
+    return results
+
+
+def check_results(results: list[Any], ground_truth: COCO, source: str = "results") -> None:
+    """Raise ``ResultsError`` for the first malformed record or unknown image/category id."""
+    for position, record in enumerate(results):
+        if not isinstance(record, dict) or any(key not in record for key in RESULT_KEYS):
+            raise ResultsError(f"{source}: prediction #{position} needs {', '.join(RESULT_KEYS)}")
+        if record["image_id"] not in ground_truth.imgs:
+            raise ResultsError(f"{source}: prediction #{position} is for image id {record['image_id']!r}, "
+                               f"which the ground truth does not have")
+        if record["category_id"] not in ground_truth.cats:
+            raise ResultsError(f"{source}: prediction #{position} has category id {record['category_id']!r}, "
+                               f"which the ground truth does not have")
+        segm = record["segmentation"]
+        if not (isinstance(segm, dict) and "counts" in segm and "size" in segm):
+            raise ResultsError(f"{source}: prediction #{position}: segmentation must be RLE (size, counts)")
+        image = ground_truth.imgs[record["image_id"]]
+        if list(segm["size"]) != [image["height"], image["width"]]:
+            raise ResultsError(f"{source}: prediction #{position}: mask size {segm['size']} differs from image "
+                               f"{record['image_id']} ({image['height']}x{image['width']})")
+
+
+def crowding_warnings(ground_truth: COCO, results: list[dict], image_ids: Sequence[int],
+                      max_detections: int = MAX_DETECTIONS) -> list[Notice]:
+    """Say when images hold more instances or predictions than are scored per image."""
+    warnings = []
+    selected = set(image_ids)
+    crowded_gt = [i for i in selected if len(ground_truth.getAnnIds(imgIds=[i], iscrowd=False)) > max_detections]
+    per_image: dict[int, int] = {}
+    for record in results:
+        per_image[record["image_id"]] = per_image.get(record["image_id"], 0) + 1
+    crowded_pred = [i for i, n in per_image.items() if n > max_detections and i in selected]
+    if crowded_gt:
+        warnings.append(Notice(f"{len(crowded_gt)} image(s) have more than {max_detections} annotated instances; "
+                               f"COCO scores at most {max_detections} predictions per image, so recall there is "
+                               f"capped (raise max_detections)", setting="max_detections"))
+    if crowded_pred:
+        warnings.append(Notice(f"{len(crowded_pred)} image(s) have more than {max_detections} predictions; only "
+                               f"the {max_detections} highest-scoring of each are scored"))
+    if not results:
+        warnings.append(Notice("there are no predictions: every AP is 0"))
+    return warnings
+
+
+def mask_ap(annotations: str | Path | COCO, results: list[dict], image_ids: Sequence[int] | None = None,
+            max_detections: int = MAX_DETECTIONS) -> dict[str, Any]:
+    """COCO segm metrics in percent: AP, AP50, AP75, APs, APm, APl and ``per_class`` AP.
+
+    ``image_ids`` (default: every image of the ground truth) are the images scored; an image
+    without predictions counts as all misses. Empty ``results`` give AP 0.
+    """
+    ground_truth = annotations if isinstance(annotations, COCO) else load_ground_truth(annotations)
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints as it goes
+        if results:
+            detections = ground_truth.loadRes([dict(r) for r in results])  # loadRes adds keys to each record
+        else:
+            detections = COCO()
+            detections.dataset = {"images": ground_truth.dataset["images"], "annotations": [], "categories": []}
+            detections.createIndex()
+        evaluator = COCOeval(ground_truth, detections, iouType="segm")
+        evaluator.params.imgIds = sorted(image_ids if image_ids is not None else ground_truth.getImgIds())
+        evaluator.params.maxDets = [1, 10, max_detections]
+        evaluator.evaluate()
+        evaluator.accumulate()
+    precision = evaluator.eval["precision"]  # (IoU thresholds, recall points, classes, areas, max dets)
+    at = {
+        "AP": precision[:, :, :, AREA_ALL, -1],
+        "AP50": precision[IOU_50, :, :, AREA_ALL, -1],
+        "AP75": precision[IOU_75, :, :, AREA_ALL, -1],
+        "APs": precision[:, :, :, AREA_SMALL, -1],
+        "APm": precision[:, :, :, AREA_MEDIUM, -1],
+        "APl": precision[:, :, :, AREA_LARGE, -1],
+    }
+    metrics: dict[str, Any] = {key: _mean_percent(at[key]) for key in SUMMARY_KEYS}
+    metrics["per_class"] = {
+        ground_truth.cats[category_id]["name"]: _mean_percent(precision[:, :, k, AREA_ALL, -1])
+        for k, category_id in enumerate(evaluator.params.catIds)
+    }
+    return metrics
+
+
+def _mean_percent(values: np.ndarray) -> float | None:
+    """Mean of COCOeval's precision entries in percent; None where all are undefined (-1)."""
+    valid = values[values > -1]
+    return round(100 * float(valid.mean()), 3) if valid.size else None
+
+
+def evaluate_model(predictor: Predictor, dataset: CocoInstances, batch_size: int = DATASET_BATCH_SIZE,
+                   progress: Progress = SILENT) -> Evaluation:
+    """Run ``predictor`` over ``dataset`` and score its predictions against the dataset's JSON."""
+    ground_truth = load_ground_truth(dataset.annotations_file)
+    scored = max(predictor.recipe.inference.max_detections, MAX_DETECTIONS)  # per image
+    results, image_ids, failures = predict_dataset(predictor, dataset, batch_size, progress, task="eval")
+    metrics = mask_ap(ground_truth, results, image_ids, scored)
+    warnings = crowding_warnings(ground_truth, results, image_ids, scored)
+    return Evaluation(metrics, results, image_ids, failures, warnings)
+
+
+def evaluate_dataset(model: ModelSource, annotations: Path, images: Path, batch_size: int = DATASET_BATCH_SIZE,
+                     progress: Progress = SILENT) -> Evaluation:
+    """Open ``model`` with the dataset's category ids and evaluate it on the dataset; the
+    dataset's annotation problems are noted on ``progress``."""
+    dataset = CocoInstances(annotations, images)
+    for problem in dataset.summary.problems():
+        progress.note(problem)
+    return evaluate_model(model.open(dataset.categories), dataset, batch_size, progress)
+
+
+def evaluate_results(annotations: str | Path, results: str | Path | list[dict],
+                     max_detections: int = MAX_DETECTIONS) -> Evaluation:
+    """Score an existing results file (or list) on every image of the annotations file."""
+    ground_truth = load_ground_truth(annotations)
+    if isinstance(results, list):
+        check_results(results, ground_truth)
+    else:
+        results = load_results(results, ground_truth)
+    image_ids = ground_truth.getImgIds()
+    metrics = mask_ap(ground_truth, results, image_ids, max_detections)
+    return Evaluation(metrics, results, image_ids, [], crowding_warnings(ground_truth, results, image_ids,
+                                                                          max_detections))

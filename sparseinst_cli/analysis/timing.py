@@ -1,0 +1,231 @@
+"""Latency per module (the paper's Table 8): backbone, encoder, decoder, post-processing, end to end.
+
+Timing attaches from outside: forward hooks on the model's ``backbone``, ``encoder`` and
+``decoder`` record a clock (``perf_counter`` on CPU; CUDA events on GPU, read after one
+synchronization per run), and post-processing is timed around its call. The model knows
+nothing of it. Each run is synchronized before and after, so the module times add up to the
+end-to-end time up to the hooks' own overhead and the small work between modules.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from ..data.demo_data import render_image
+from ..data.images import pad_batch, read_image, typical_size
+from ..deploy.backends import Backend, ModelSource
+from ..errors import SparseInstError
+from ..files import atomic_write
+from ..inference.predictor import Batch, Predictor
+from ..progress import SILENT, Progress
+
+MODULES = ("backbone", "encoder", "decoder")
+STAGES = (*MODULES, "postprocess")
+UNATTRIBUTED = "other"  # end-to-end time outside the timed stages (glue between modules, hooks)
+TIMING_IMAGE_SIZE = (480, 640)  # the default timing image (a demo-data scene), resized to each size
+MIN_SIZE = 32
+
+
+@dataclass
+class Stat:
+    median_ms: float
+    min_ms: float
+    max_ms: float
+
+    @classmethod
+    def of(cls, seconds: list[float]) -> Stat:
+        ms = [1000 * s for s in seconds]
+        return cls(round(statistics.median(ms), 3), round(min(ms), 3), round(max(ms), 3))
+
+
+@dataclass
+class Timing:
+    """One configuration's latency; ``modules`` keyed by ``STAGES`` and ``UNATTRIBUTED`` (empty
+    without per-module timing)."""
+
+    name: str
+    input_size: tuple[int, int]  # resized image (h, w)
+    padded_size: tuple[int, int]
+    batch: int
+    dtype: str
+    device: str
+    runs: int
+    end_to_end: Stat
+    fps: float  # images per second at the median end-to-end time
+    modules: dict[str, Stat] = field(default_factory=dict)
+    parameters: int = 0
+    gflops: float = 0.0  # per image, network forward only
+    detections: float = 0.0  # mean instances kept per image (post-processing work depends on it)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+class Clock:
+    """Timestamps on the device's own timeline."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.device = device
+
+    def now(self):
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            return event
+        return time.perf_counter()
+
+    def seconds(self, start, end) -> float:
+        return start.elapsed_time(end) / 1000 if self.cuda else end - start
+
+    def sync(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+
+
+@contextmanager
+def module_clock(model: nn.Module, clock: Clock, marks: dict[str, list]) -> Iterator[None]:
+    """Record ``marks[name] = [start, end]`` around each of ``MODULES``' forward calls."""
+    handles = []
+    for name in MODULES:
+        module = getattr(model, name)
+        handles.append(module.register_forward_pre_hook(lambda *_, n=name: marks.__setitem__(n, [clock.now()])))
+        handles.append(module.register_forward_hook(lambda *_, n=name: marks[n].append(clock.now())))
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def device_name(device: str | torch.device) -> str:
+    """The GPU's name on CUDA, else the CPU's (or the machine type)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine()
+
+
+def count_gflops(model: nn.Module, images: torch.Tensor) -> float:
+    """Forward GFLOPs per image (multiply-add counted as 2), from torch's flop counter."""
+    counter = FlopCounterMode(display=False)
+    with counter, torch.inference_mode():
+        model(images[:1])
+    return round(counter.get_total_flops() / 1e9, 2)
+
+
+def time_predictor(predictor: Predictor, image: np.ndarray, *, name: str, size: tuple[int, int], batch: int = 1,
+                   warmup: int = 3, runs: int = 10, per_module: bool = True) -> Timing:
+    """Latency of ``predictor.forward`` (its model, precision and memory format) plus
+    post-processing on ``batch`` copies of ``image`` resized to ``size`` (h, w), after ``warmup``
+    runs; medians over ``runs``.
+
+    With ``per_module`` the hooks time each module; end-to-end times come from the same runs.
+    """
+    images = pad_batch([predictor.normalized(image, size)] * batch, predictor.recipe.input.size_divisibility)
+    prepared = Batch(images, [size] * batch, [size] * batch)
+    clock = Clock(predictor.device)
+    marks: dict[str, list] = {}
+    samples: dict[str, list[float]] = {stage: [] for stage in ("total", *STAGES, UNATTRIBUTED)}
+    kept: list[int] = []
+
+    def run() -> dict[str, float]:
+        clock.sync()
+        start = clock.now()
+        output = predictor.forward(prepared)
+        post_start = clock.now()
+        instances = predictor.postprocess(output, prepared)
+        end = clock.now()
+        clock.sync()
+        kept.append(sum(len(i) for i in instances))
+        times = {"total": clock.seconds(start, end), "postprocess": clock.seconds(post_start, end)}
+        for stage in MODULES:
+            if stage in marks:
+                times[stage] = clock.seconds(*marks[stage])
+        if marks:
+            times[UNATTRIBUTED] = times["total"] - sum(times[stage] for stage in STAGES)
+        return times
+
+    context = module_clock(predictor.model, clock, marks) if per_module else nullcontext()
+    with context:
+        for _ in range(warmup):
+            run()
+        kept.clear()
+        for _ in range(runs):
+            for stage, seconds in run().items():
+                samples[stage].append(seconds)
+    end_to_end = Stat.of(samples["total"])
+    network = getattr(predictor.model, "_orig_mod", predictor.model)  # a compiled model's own module
+    return Timing(
+        name=name, input_size=size, padded_size=tuple(images.shape[-2:]), batch=batch, dtype=predictor.precision,
+        device=str(predictor.device), runs=runs, end_to_end=end_to_end,
+        fps=round(1000 * batch / end_to_end.median_ms, 2),
+        modules={stage: Stat.of(samples[stage]) for stage in (*STAGES, UNATTRIBUTED) if samples[stage]},
+        parameters=sum(p.numel() for p in network.parameters()),
+        gflops=count_gflops(network, images.contiguous(memory_format=predictor.memory_format)),
+        detections=round(sum(kept) / (len(kept) * batch), 2),
+    )
+
+
+def unattributed_fraction(timing: Timing) -> float:
+    """The median share of the end-to-end time outside the timed stages (0 when they add up)."""
+    return timing.modules[UNATTRIBUTED].median_ms / timing.end_to_end.median_ms
+
+
+@dataclass
+class TimingReport:
+    """Timings of several models and sizes, measured in one process on one machine."""
+
+    device: str
+    threads: int
+    torch: str
+    timings: list[Timing]
+
+    def to_json(self) -> dict:
+        return {"device": self.device, "threads": self.threads, "torch": self.torch,
+                "timings": [t.to_json() for t in self.timings]}
+
+    def save(self, path: Path) -> Path:
+        atomic_write(path, lambda tmp: tmp.write_text(json.dumps(self.to_json(), indent=2) + "\n"))
+        return path
+
+
+def time_models(models: Sequence[ModelSource], sizes: Sequence[int], *, image: Path | None = None, batch: int = 1,
+                warmup: int = 3, runs: int = 10, per_module: bool = True, threads: int = 0,
+                progress: Progress = SILENT) -> TimingReport:
+    """Time each model at each shorter side in ``sizes`` (4:3 images, the longer side capped by the
+    recipe's ``max_size_test`` unless the size passes it) on ``image`` (default: a demo scene).
+    Per-module hooks need the PyTorch network as it is (not compiled, not onnxruntime)."""
+    if not models or not sizes:
+        raise SparseInstError("nothing to time: give at least one model and one size", setting="sizes")
+    if any(size < MIN_SIZE for size in sizes):
+        raise SparseInstError(f"every size must be at least {MIN_SIZE}, got {list(sizes)}", setting="sizes")
+    if batch < 1 or runs < 1 or warmup < 0:
+        raise SparseInstError("batch and runs must be at least 1, warmup at least 0", setting="runs")
+    if threads < 0:
+        raise SparseInstError(f"threads must be 0 (torch's default) or more, got {threads}", setting="threads")
+    if threads:
+        torch.set_num_threads(threads)
+    picture = read_image(image) if image is not None else render_image(0, "val", 1, TIMING_IMAGE_SIZE).image
+    timings: list[Timing] = []
+    for model in models:
+        predictor = model.open()
+        hooks = per_module and not model.compile and model.backend == Backend.torch
+        for short in sizes:
+            size = typical_size(short, max(predictor.recipe.input.max_size_test, short))
+            progress.note(f"timing {model.name} at {size[0]}x{size[1]} ...")
+            timings.append(time_predictor(predictor, picture, name=model.name, size=size, batch=batch, warmup=warmup,
+                                          runs=runs, per_module=hooks))
+    return TimingReport(device_name(models[0].device), torch.get_num_threads(), torch.__version__, timings)

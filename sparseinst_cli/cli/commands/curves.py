@@ -1,0 +1,29 @@
+"""``sparseinst curves``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ...engine.curves import CURVES_FILE, save_curves
+from ..console import console, user_errors
+
+
+def curves(
+    context: typer.Context,
+    run_dir: Annotated[Path, typer.Argument(help="A training run directory (holding metrics.jsonl).")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help=f"PNG to write [default: RUN_DIR/{CURVES_FILE}].")] = None,  # noqa: UP007
+) -> None:
+    """Draw a run's losses, learning rate and validation AP over steps as a PNG.
+
+    Training draws this at its end; the command draws it for any run, also one still going.
+
+    Examples:
+      sparseinst curves runs/demo
+      sparseinst curves runs/demo --out demo_curves.png
+    """
+    with user_errors(context):
+        path = save_curves(run_dir, out)
+    console.print(f"wrote {path}")

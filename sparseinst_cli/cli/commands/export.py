@@ -1,0 +1,58 @@
+"""``sparseinst export onnx``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ...deploy.onnx_export import export_onnx
+from ...inference.onnx_runtime import OUTPUT_NAMES
+from ..console import console, err_console, fail, user_errors
+
+export_app = typer.Typer(help="Export a checkpoint for deployment.", no_args_is_help=True)
+
+
+def parse_size(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        height, width = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise fail(f"--size: expected HEIGHTxWIDTH like 640x864, got '{text}'") from None
+    return height, width
+
+
+@export_app.command("onnx")
+def onnx(
+    context: typer.Context,
+    weights: Annotated[Path, typer.Option("--weights", "-w", help="Native checkpoint (.safetensors).",
+                                          show_default=False)],
+    out: Annotated[Optional[Path], typer.Option(  # noqa: UP007 - typer needs Optional
+        "--out", "-o", help="ONNX file to write (default: beside the weights, .onnx).")] = None,
+    dynamic: Annotated[bool, typer.Option(help="Free batch size, height and width (multiples of 32).")] = False,
+    size: Annotated[Optional[str], typer.Option(  # noqa: UP007
+        help="Example input HEIGHTxWIDTH, multiples of 32 (default: the recipe's test size for a 4:3 image); "
+             "without --dynamic the only size the model accepts.")] = None,
+    batch: Annotated[int, typer.Option(help="Example batch size (the only one without --dynamic).")] = 1,
+) -> None:
+    """Export the network to ONNX with frozen batch norm folded in.
+
+    Input 'images' (B, 3, H, W): RGB normalized with the recipe's mean and std, padded to a
+    multiple of 32. Outputs 'logits' (B, N, C), 'objectness' (B, N, 1), 'masks' (B, N, H/4, W/4),
+    decoded as the README describes. The recipe and class names are stored in the metadata, so
+    predict/eval/time take the .onnx file with --backend onnxruntime.
+
+    Examples:
+      sparseinst export onnx --weights runs/demo/model.safetensors --dynamic
+      sparseinst predict photos/ --weights runs/demo/model.onnx --backend onnxruntime
+    """
+    if batch < 1:
+        raise fail("--batch must be at least 1")
+    target = out or weights.with_suffix(".onnx")
+    err_console.print(f"exporting {weights} to ONNX (this takes a minute for a ResNet-50) ...")
+    with user_errors(context):
+        path = export_onnx(weights, target, dynamic=dynamic, size=parse_size(size), batch=batch)
+    console.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB; outputs {', '.join(OUTPUT_NAMES)}"
+                  f"{'; dynamic batch, height and width' if dynamic else ''})")

@@ -1,0 +1,83 @@
+"""``sparseinst train``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ...engine.trainer import MODEL_FILE, Trainer
+from ...engine.training import train as train_run
+from ..console import EXIT_FAILED, EXIT_INTERRUPTED, console, err_console, fail, user_errors
+from ..options import DeviceOption, Overrides
+from ..progress import ProgressBar
+from ..tables import summary_table, transfer_table
+
+MAX_PROBLEMS_SHOWN = 10
+
+
+def train(
+    context: typer.Context,
+    recipe: Annotated[Optional[str], typer.Argument(  # noqa: UP007 - typer needs Optional
+        help="Recipe file or built-in name. With --resume it may be left out (the run's own recipe is used).",
+        show_default=False)] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory [default: runs/RECIPE].")] = None,  # noqa: UP007
+    overrides: Overrides = None,
+    device: DeviceOption = "cpu",
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
+    strict: Annotated[bool, typer.Option(help="Fail on any missing/corrupt image or malformed annotation "
+                                                "instead of skipping it.")] = False,
+    init_from: Annotated[Optional[Path], typer.Option(  # noqa: UP007
+        "--init-from", help="Start from a trained model (native .safetensors, or the authors' .pth/.pkl): "
+                            "what fits is loaded, other classes start fresh (sets model.init_from).")] = None,
+    init_strict: Annotated[bool, typer.Option(
+        "--init-strict", help="With --init-from: refuse to start if any tensor or class would start fresh.")] = False,
+) -> None:
+    """Train a model on COCO-format data named in the recipe's [data] section.
+
+    Writes checkpoints (model.safetensors for predict/eval, last.pt for --resume), metrics.jsonl,
+    the resolved recipe and eval.json to the run directory. Ctrl-C saves and exits; --resume
+    continues exactly where it stopped. Several GPUs or machines: launch with torchrun.
+
+    Examples:
+      sparseinst demo-data data/demo && sparseinst train demo --out runs/demo
+      sparseinst train my_data.toml --set train.solver.max_iter=20000 --device cuda
+      sparseinst train finetune.toml --init-from r50_giam_aug.safetensors
+      sparseinst train --out runs/demo --resume
+      torchrun --nproc-per-node 4 -m sparseinst_cli train r50_giam_coco.toml --device cuda
+    """
+    if recipe is None and (not resume or out is None):
+        raise fail("give a RECIPE (or --resume with --out, the run directory to continue)")
+    out = out or Path("runs") / Path(recipe).stem
+    with user_errors(context), ProgressBar() as progress:
+        result = train_run(recipe, out, overrides=overrides or [], device=device, resume=resume, strict=strict,
+                           init_from=init_from, init_strict=init_strict, progress=progress, on_start=_report_start)
+    if not result.is_main:
+        return
+    if result.interrupted:
+        err_console.print(f"interrupted at step {result.step}; saved. Continue with: sparseinst train --out {out} --resume")
+        raise typer.Exit(EXIT_INTERRUPTED)
+    console.print(f"trained {result.step} steps: {result.out_dir / MODEL_FILE}")
+    if result.metrics:
+        console.print(summary_table(result.metrics, f"Validation mask AP ({result.metrics['images']} images)"))
+    if result.skipped_images:
+        raise fail(f"{len(result.skipped_images)} image(s) could not be read and were skipped: "
+                   f"{', '.join(result.skipped_images[:5])}", EXIT_FAILED)
+
+
+def _report_start(trainer: Trainer) -> None:
+    """The data, the resolved solver and what init_from loaded, before the first step."""
+    for name, dataset in (("train", trainer.train_set), ("val", trainer.val_set)):
+        if dataset is not None:
+            err_console.print(f"{name}: {dataset.summary}")
+            problems = dataset.summary.problems()
+            for line in problems[:MAX_PROBLEMS_SHOWN]:
+                err_console.print(f"  [yellow]{line}")
+            if len(problems) > MAX_PROBLEMS_SHOWN:
+                err_console.print(f"  ... and {len(problems) - MAX_PROBLEMS_SHOWN} more")
+    err_console.print(f"solver: {trainer.solver_resolution.summary()}")
+    if trainer.transfer is not None:
+        err_console.print(transfer_table(trainer.transfer))
+    if trainer.step:
+        err_console.print(f"resuming {trainer.out_dir} at step {trainer.step}")

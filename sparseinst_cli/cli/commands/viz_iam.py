@@ -1,0 +1,80 @@
+"""``sparseinst viz-iam``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ...analysis.activation_maps import DEFAULT_TOP_K, explain_dataset, explain_image
+from ...data.datasets import CocoInstances
+from ...deploy.backends import ModelSource
+from ...inference.drawing import SHOW_THRESHOLD
+from ..console import console, err_console, fail, user_errors
+from ..options import DeviceOption, Overrides
+from ..progress import ProgressBar
+from ..tables import iam_table
+
+
+def parse_channels(text: str | None) -> list[int] | None:
+    """"0-7,12" -> [0, ..., 7, 12]; None -> None (every channel)."""
+    if text is None:
+        return None
+    try:
+        return [c for part in text.split(",") for c in _span(*part.strip().partition("-")[::2])]
+    except ValueError:
+        raise fail(f"--channels: expected numbers and ranges like '0-7,12', got '{text}'") from None
+
+
+def _span(first: str, last: str) -> range:
+    return range(int(first), int(last or first) + 1)
+
+
+def viz_iam(
+    context: typer.Context,
+    weights: Annotated[Path, typer.Option("--weights", "-w", help="Native checkpoint (.safetensors).",
+                                          show_default=False)],
+    image: Annotated[Optional[Path], typer.Argument(  # noqa: UP007 - typer needs Optional
+        help="Image to explain (leave out with --dataset).", show_default=False)] = None,
+    out: Annotated[Optional[Path], typer.Option(  # noqa: UP007
+        "--out", "-o", help="PNG to write (default: runs/viz-iam/IMAGE_iam.png or runs/viz-iam/dataset_iam.png).")] = None,
+    top_k: Annotated[int, typer.Option(help="Instances shown, best first.")] = DEFAULT_TOP_K,
+    score_threshold: Annotated[float, typer.Option(help="Show instances scoring above this.")] = SHOW_THRESHOLD,
+    dataset: Annotated[Optional[Path], typer.Option(  # noqa: UP007
+        "--dataset", help="COCO JSON: show the mean maps over its images instead (with --images).")] = None,
+    images: Annotated[Optional[Path], typer.Option("--images", help="Image folder of --dataset.")] = None,  # noqa: UP007
+    channels: Annotated[Optional[str], typer.Option(  # noqa: UP007
+        help="IAM channels for --dataset, e.g. '0-15,40' (default: all).")] = None,
+    per_group: Annotated[bool, typer.Option(help="With --dataset: one cell per Group-IAM group.")] = False,
+    max_images: Annotated[Optional[int], typer.Option(help="With --dataset: use at most this many images.")] = None,  # noqa: UP007
+    device: DeviceOption = "cpu",
+    overrides: Overrides = None,
+) -> None:
+    """Show what the instance activation maps look at (the paper's Figures 4 and 6).
+
+    For one image: a row per kept instance with its mask, class and score, then its activation
+    map(s) over the image (all G maps of a Group-IAM instance). With --dataset: the mean map of
+    each chosen IAM channel over the dataset, plus a JSON of each map's centre and spread.
+
+    Examples:
+      sparseinst viz-iam data/demo/val/000001.png --weights runs/demo/model.safetensors
+      sparseinst viz-iam --dataset data/demo/val.json --images data/demo/val --weights runs/demo/model.safetensors
+    """
+    if (image is None) == (dataset is None) or (dataset is not None and images is None):
+        raise fail("give exactly one of IMAGE or --dataset (with --images, the folder of its images)")
+    chosen = parse_channels(channels)
+    with user_errors(context), ProgressBar() as progress:
+        predictor = ModelSource(weights, device=device, overrides=tuple(overrides or [])).open()
+        if image is not None:
+            out = out or Path("runs/viz-iam") / f"{image.stem}_iam.png"
+            figure = explain_image(predictor, image, out, top_k=top_k, score_threshold=score_threshold)
+            console.print(iam_table(figure, predictor.class_names, image.name))
+            console.print(f"figure: {out} ({figure.grid.shape[1]}x{figure.grid.shape[0]})")
+            return
+        maps = explain_dataset(predictor, CocoInstances(dataset, images), out or Path("runs/viz-iam/dataset_iam.png"),
+                               channels=chosen, per_group=per_group, max_images=max_images, progress=progress)
+    for failure in maps.failures:
+        err_console.print(f"[red]skipped:[/] {failure}")
+    console.print(f"mean activation of {len(maps.channels)} IAM channel(s) over {maps.images} image(s)")
+    console.print(f"figure: {maps.figure}  statistics: {maps.statistics}")

@@ -1,0 +1,35 @@
+"""Options shared by several commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..deploy.backends import Backend
+from ..inference.predictor import Precision
+
+Overrides = Annotated[
+    Optional[list[str]],  # noqa: UP007 - typer needs Optional here
+    typer.Option("--set", "-s", metavar="KEY=VALUE", help="Override a recipe value, e.g. model.iam.groups=8 (repeatable)."),
+]
+RecipeOption = Annotated[
+    Optional[str],  # noqa: UP007
+    typer.Option("--recipe", "-r", help="Recipe file or built-in name (see 'sparseinst recipes')."),
+]
+WeightsOption = Annotated[
+    Optional[Path],  # noqa: UP007
+    typer.Option("--weights", "-w", help="Native checkpoint (.safetensors) written by train or convert."),
+]
+DeviceOption = Annotated[str, typer.Option("--device", "-d", help="cpu, cuda or cuda:N.")]
+FastOption = Annotated[bool, typer.Option(
+    "--fast", help="Fast inference: batch norm folded into the convolutions, NHWC activations.")]
+DtypeOption = Annotated[Precision, typer.Option(
+    "--dtype", help="fp32, or fp16/bf16 autocast for the network (implies --fast).")]
+BackendOption = Annotated[Backend, typer.Option(
+    "--backend", help="torch, or onnxruntime (an .onnx file, or the checkpoint exported on the fly).")]
+DataOption = Annotated[Path, typer.Option("--data", help="COCO instances JSON (the ground truth).", show_default=False)]
+ImagesOption = Annotated[Optional[Path], typer.Option(  # noqa: UP007 - typer needs Optional
+    "--images", help="Image folder of --data (needed to run a model).")]
+BatchOption = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass.")]

@@ -1,0 +1,121 @@
+"""The tables commands print."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.table import Table
+
+from ..analysis.activation_maps import IAMFigure
+from ..analysis.coco_eval import SUMMARY_KEYS, Evaluation
+from ..analysis.tide import TideReport, comparison_rows
+from ..analysis.timing import STAGES, UNATTRIBUTED, TimingReport, unattributed_fraction
+from ..engine.transfer import TransferReport
+from ..inference.batches import PredictReport
+
+MAX_NAMES_SHOWN = 6
+
+
+def _cell(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def summary_table(metrics: dict, title: str) -> Table:
+    """AP, AP50, AP75, APs, APm, APl in one row ("-" where an area range has no objects)."""
+    table = Table(title=title)
+    for key in SUMMARY_KEYS:
+        table.add_column(key, justify="right")
+    table.add_row(*(_cell(metrics[key]) for key in SUMMARY_KEYS))
+    return table
+
+
+def metrics_table(evaluation: Evaluation) -> Table:
+    return summary_table(evaluation.metrics,
+                         f"Mask AP ({len(evaluation.image_ids)} images, {len(evaluation.results)} predictions)")
+
+
+def per_class_table(evaluation: Evaluation) -> Table:
+    table = Table(title="Per-class mask AP")
+    table.add_column("class")
+    table.add_column("AP", justify="right")
+    for name, value in evaluation.metrics["per_class"].items():
+        table.add_row(name, _cell(value))
+    return table
+
+
+def predictions_table(report: PredictReport, show_threshold: float) -> Table:
+    table = Table(title=f"Predictions (overlays show score ≥ {show_threshold})")
+    for column in ("image", "size", "instances", f"≥ {show_threshold}", "ms"):
+        table.add_column(column, justify="left" if column == "image" else "right")
+    for entry in report.images:
+        size = f"{entry.width}×{entry.height}" if entry.height else "-"
+        table.add_row(Path(entry.file_name).name, size, str(entry.instances), str(entry.shown),
+                      f"{entry.milliseconds:.0f}" if not entry.error else "[red]failed")
+    return table
+
+
+def timing_table(report: TimingReport) -> Table:
+    timings = report.timings
+    per_module = any(UNATTRIBUTED in t.modules for t in timings)
+    stages = (*STAGES, UNATTRIBUTED) if per_module else ()
+    dtypes = ", ".join(sorted({t.dtype for t in timings}))
+    table = Table(title=f"Latency in ms, median ({report.device}, {report.threads} threads, {dtypes})")
+    table.add_column("model")
+    table.add_column("input", justify="right")
+    for stage in stages:
+        table.add_column("post" if stage == "postprocess" else stage, justify="right")
+    for column in ("total", "FPS", "GFLOPs"):
+        table.add_column(column, justify="right")
+    for t in timings:
+        batch = f"x{t.batch}" if t.batch > 1 else ""
+        table.add_row(t.name if len(dtypes) < 5 else f"{t.name} {t.dtype}", f"{t.input_size[0]}x{t.input_size[1]}{batch}",
+                      *(f"{t.modules[s].median_ms:.1f}" if s in t.modules else "-" for s in stages),
+                      f"{t.end_to_end.median_ms:.1f}", f"{t.fps:.1f}", f"{t.gflops:.1f}")
+    notes = [f"{t.name}: {t.parameters / 1e6:.1f} M parameters" for t in {t.name: t for t in timings}.values()]
+    if per_module:
+        worst = max(unattributed_fraction(t) for t in timings if UNATTRIBUTED in t.modules)
+        notes.append(f"'other' is time outside the stages: at most {100 * worst:.1f}% of the total")
+    table.caption = "; ".join(notes)
+    return table
+
+
+def tide_table(reports: dict[str, TideReport]) -> Table:
+    header, *rows = comparison_rows(reports)
+    first = next(iter(reports.values()))
+    table = Table(title="TIDE mask errors", caption=f"dAP: AP50 gained by fixing only that error "
+                  f"(IoU fg {first.pos_threshold:g}, bg {first.background_threshold:g})")
+    table.add_column("")
+    for name in header[1:]:
+        table.add_column(name, justify="right")
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def iam_table(figure: IAMFigure, class_names: list[str], image_name: str) -> Table:
+    table = Table(title=f"Instances of {image_name}")
+    for column in ("IAM channel", "class", "score"):
+        table.add_column(column, justify="right")
+    for candidate, label, score in zip(figure.candidates, figure.labels, figure.scores):
+        table.add_row(str(candidate), class_names[label], f"{score:.3f}")
+    return table
+
+
+def transfer_table(report: TransferReport) -> Table:
+    """What init_from loaded, left fresh and did not use, with counts and (some) names."""
+    table = Table(title=f"init_from {report.source}", title_justify="left")
+    table.add_column("tensors")
+    table.add_column("count", justify="right")
+    table.add_column("names")
+    rows = (("loaded", report.loaded), ("re-initialized", report.reinitialized), ("left unused", report.unused))
+    for label, names in rows:
+        table.add_row(label, str(len(names)), _names(names))
+    if report.class_rows or report.fresh_classes:
+        copied = [f"{k}<-{v}" if k != v else k for k, v in report.class_rows.items()]
+        table.add_row("class rows copied", str(len(copied)), _names(copied))
+        table.add_row("classes fresh", str(len(report.fresh_classes)), _names(report.fresh_classes))
+    return table
+
+
+def _names(names: list[str]) -> str:
+    return ", ".join(names[:MAX_NAMES_SHOWN]) + (f", ... ({len(names)} in all)" if len(names) > MAX_NAMES_SHOWN else "")

@@ -1,0 +1,334 @@
+"""Reading COCO instance-segmentation datasets (a JSON file and an image folder).
+
+The JSON is parsed with plain ``json`` so that every problem can be reported by name: problems
+that stop the run raise :class:`DatasetError`; a malformed annotation or an image whose file is
+missing is skipped and listed in :attr:`CocoInstances.summary` (``strict=True`` raises instead).
+Masks are decoded lazily, one image at a time, when :meth:`CocoInstances.load` is called.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pickle
+from dataclasses import dataclass, field
+from numbers import Real
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+from pycocotools import mask as mask_utils
+from torch.utils.data import Dataset
+
+from ..errors import DatasetError, ImageError
+from .coco import segmentation_rle
+from .images import read_image
+
+REQUIRED_KEYS = ("images", "annotations", "categories")
+IMAGE_FIELDS = ("id", "file_name", "height", "width")
+ANNOTATION_FIELDS = ("image_id", "category_id", "segmentation")
+MIN_POLYGON_COORDS = 6  # three points; pycocotools reads a 4-number "polygon" as a box
+
+
+class Sample(NamedTuple):
+    image: np.ndarray  # (H, W, 3) uint8 RGB
+    masks: np.ndarray  # (K, H, W) uint8 in {0, 1}
+    labels: np.ndarray  # (K,) int64 contiguous labels
+    image_id: int
+    file_name: str
+
+
+class ImageInfo(NamedTuple):
+    id: int
+    file_name: str
+    height: int
+    width: int
+
+
+@dataclass
+class DatasetSummary:
+    """What was kept and what was left out while reading a dataset."""
+
+    images: int = 0  # usable images
+    annotations: int = 0  # instances kept
+    crowd: int = 0  # iscrowd=1 annotations, left out of the targets
+    empty_images: int = 0  # usable images without instances (kept)
+    skipped_images: list[tuple[str, str]] = field(default_factory=list)  # (name, reason)
+    skipped_annotations: list[tuple[str, str]] = field(default_factory=list)  # (name, reason)
+
+    def problems(self) -> list[str]:
+        """One line per skipped image or annotation."""
+        return [f"skipped {name}: {reason}" for name, reason in (*self.skipped_images, *self.skipped_annotations)]
+
+    def __str__(self) -> str:
+        return (
+            f"{self.images} images ({self.empty_images} without instances), {self.annotations} instances; "
+            f"left out: {self.crowd} crowd, {len(self.skipped_images)} images, "
+            f"{len(self.skipped_annotations)} annotations"
+        )
+
+
+class CocoInstances(Dataset):
+    """A COCO instances file and its image folder; ``dataset[i]`` is ``dataset.load(i)``.
+
+    Category ids map to contiguous labels 0..C-1 in ascending id order. Images without
+    annotations are kept (K = 0); crowd annotations are counted and left out. Images keep the
+    order of the JSON's ``images`` list.
+
+    Records are pickled into one byte buffer (as detectron2 does), so DataLoader workers forked
+    from the main process share it instead of copying it page by page through refcounts.
+    """
+
+    def __init__(self, annotations: str | Path, images: str | Path, *, strict: bool = False) -> None:
+        self.annotations_file = Path(annotations)
+        self.image_root = Path(images)
+        self.strict = strict
+        self.summary = DatasetSummary()
+        data = _read_json(self.annotations_file)
+        if not self.image_root.is_dir():
+            raise DatasetError(f"{self.image_root}: no such image folder (images of {self.annotations_file})")
+        self.categories = self._read_categories(data["categories"])
+        self.class_names: tuple[str, ...] = tuple(c["name"] for c in self.categories)
+        records = self._read_images(data["images"])
+        self._read_annotations(data["annotations"], records)
+        usable = [r for r in records.values() if r is not None]
+        if not usable:
+            reasons = "; ".join(self.summary.problems()[:3])
+            raise DatasetError(f"{self.annotations_file}: no usable images" + (f" ({reasons})" if reasons else ""))
+        self.summary.images = len(usable)
+        self.summary.annotations = sum(len(r["labels"]) for r in usable)
+        self.summary.empty_images = sum(not r["labels"] for r in usable)
+        self._buffer, self._ends = _serialize(
+            (r["id"], r["file_name"], r["height"], r["width"], tuple(r["labels"]), r["segms"]) for r in usable
+        )
+
+    def __len__(self) -> int:
+        return len(self._ends)
+
+    def __getitem__(self, index: int) -> Sample:
+        return self.load(index)
+
+    def image_info(self, index: int) -> ImageInfo:
+        """The image's id, file name and size from the JSON, without reading the image."""
+        return ImageInfo(*self._record(index)[:4])
+
+    def load(self, index: int) -> Sample:
+        """The image (RGB) and its instances' masks and labels.
+
+        Raises ImageError naming the file when the image is unreadable or its size is not the
+        one the JSON gives.
+        """
+        image_id, file_name, height, width, labels, segms = self._record(index)
+        path = self.image_root / file_name
+        image = read_image(path)
+        if image.shape[:2] != (height, width):
+            raise ImageError(
+                f"{path}: image is {image.shape[0]}x{image.shape[1]} but {self.annotations_file.name} "
+                f"says {height}x{width}"
+            )
+        return Sample(image, decode_masks(segms, height, width), np.array(labels, dtype=np.int64), image_id, file_name)
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def _record(self, index: int) -> tuple:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} images")
+        index %= len(self)
+        start = 0 if index == 0 else int(self._ends[index - 1])
+        return pickle.loads(self._buffer[start : int(self._ends[index])].tobytes())
+
+    def _skip(self, items: list[tuple[str, str]], name: str, reason: str) -> None:
+        if self.strict:
+            raise DatasetError(f"{self.annotations_file}: {name}: {reason}")
+        items.append((name, reason))
+
+    def _read_categories(self, categories: Any) -> list[dict]:
+        source = self.annotations_file
+        if not isinstance(categories, list) or not categories:
+            raise DatasetError(f"{source}: no categories")
+        by_id: dict[int, str] = {}
+        for position, category in enumerate(categories):
+            if not (isinstance(category, dict) and _is_int(category.get("id")) and isinstance(category.get("name"), str)):
+                raise DatasetError(f"{source}: category #{position} needs an integer 'id' and a string 'name'")
+            if category["id"] in by_id:
+                raise DatasetError(f"{source}: category id {category['id']} appears twice")
+            by_id[category["id"]] = category["name"]
+        return [{"id": cid, "name": by_id[cid]} for cid in sorted(by_id)]
+
+    def _read_images(self, images: list) -> dict[int, dict | None]:
+        """Image records by id; None for an image that was skipped (its annotations go with it)."""
+        records: dict[int, dict | None] = {}
+        skipped = self.summary.skipped_images
+        for position, entry in enumerate(images):
+            name = _image_name(entry, position)
+            if not isinstance(entry, dict):
+                self._skip(skipped, name, "not a JSON object")
+                continue
+            missing = [key for key in IMAGE_FIELDS if key not in entry]
+            if missing:
+                self._skip(skipped, name, "missing " + ", ".join(repr(key) for key in missing))
+                continue
+            image_id, file_name, height, width = (entry[key] for key in IMAGE_FIELDS)
+            if not _is_int(image_id) or not isinstance(file_name, str) or not file_name:
+                self._skip(skipped, name, "'id' must be an integer and 'file_name' a non-empty string")
+            elif not (_is_int(height) and _is_int(width) and height > 0 and width > 0):
+                self._skip(skipped, name, f"height and width must be positive integers, not {height!r}, {width!r}")
+            elif image_id in records:
+                self._skip(skipped, name, f"duplicate image id {image_id}")
+            elif not (self.image_root / file_name).is_file():
+                records[image_id] = None
+                self._skip(skipped, name, f"file not found: {self.image_root / file_name}")
+            else:
+                records[image_id] = {
+                    "id": image_id, "file_name": file_name, "height": height, "width": width, "labels": [], "segms": []
+                }
+        return records
+
+    def _read_annotations(self, annotations: list, records: dict[int, dict | None]) -> None:
+        labels = {category["id"]: label for label, category in enumerate(self.categories)}
+        skipped = self.summary.skipped_annotations
+        for position, entry in enumerate(annotations):
+            if not isinstance(entry, dict):
+                self._skip(skipped, f"annotation #{position}", "not a JSON object")
+                continue
+            ann_id = entry.get("id")
+            name = f"annotation {ann_id}" if _is_int(ann_id) else f"annotation #{position}"
+            image_id = entry.get("image_id")
+            if "image_id" not in entry:
+                self._skip(skipped, name, "missing 'image_id'")
+                continue
+            if not _is_int(image_id) or image_id not in records:
+                self._skip(skipped, name, f"image id {image_id!r} not in images")
+                continue
+            record = records[image_id]
+            if record is None:
+                continue  # its image was skipped and reported
+            name = f"{name} (image {record['file_name']!r})"
+            if entry.get("iscrowd", 0):
+                self.summary.crowd += 1
+                continue
+            missing = [key for key in ANNOTATION_FIELDS if key not in entry]
+            if missing:
+                self._skip(skipped, name, "missing " + ", ".join(repr(key) for key in missing))
+                continue
+            if not _is_int(entry["category_id"]) or entry["category_id"] not in labels:
+                self._skip(skipped, name, f"unknown category id {entry['category_id']!r}")
+                continue
+            problem = segmentation_problem(entry["segmentation"], record["height"], record["width"])
+            if problem:
+                self._skip(skipped, name, problem)
+                continue
+            record["labels"].append(labels[entry["category_id"]])
+            record["segms"].append(entry["segmentation"])
+
+
+def decode_masks(segmentations: list, height: int, width: int) -> np.ndarray:
+    """Validated COCO segmentations (polygons, uncompressed or compressed RLE) -> (K, H, W) uint8."""
+    if not segmentations:
+        return np.zeros((0, height, width), dtype=np.uint8)
+    rles = [segmentation_rle(segm, height, width) for segm in segmentations]
+    return np.ascontiguousarray(mask_utils.decode(rles).transpose(2, 0, 1))
+
+
+def segmentation_problem(segm: Any, height: int, width: int) -> str | None:
+    """Why a COCO segmentation cannot be decoded for an image of this size; None when it can.
+
+    RLE counts are checked to cover exactly H*W pixels: pycocotools decodes without bounds
+    checks, so a wrong RLE would write past the mask.
+    """
+    if isinstance(segm, list):
+        if not segm:
+            return "segmentation is empty"
+        for polygon in segm:
+            if not isinstance(polygon, list) or not all(_is_finite(v) for v in polygon):
+                return "polygons must be lists of numbers"
+            if len(polygon) < MIN_POLYGON_COORDS:
+                return f"polygon with fewer than {MIN_POLYGON_COORDS} coordinates ({len(polygon)})"
+            if len(polygon) % 2:
+                return f"polygon with an odd number of coordinates ({len(polygon)})"
+        return None
+    if not isinstance(segm, dict):
+        return "segmentation is neither polygons nor RLE"
+    if "size" not in segm or "counts" not in segm:
+        return "RLE needs 'size' and 'counts'"
+    if not isinstance(segm["size"], list) or segm["size"] != [height, width]:
+        return f"RLE size {segm['size']!r} disagrees with the image ({height}x{width})"
+    counts = segm["counts"]
+    if isinstance(counts, list):
+        if not all(_is_int(c) and c >= 0 for c in counts):
+            return "RLE counts must be non-negative integers"
+    elif isinstance(counts, str):
+        counts = _rle_string_counts(counts)
+        if counts is None:
+            return "RLE counts are not a valid compressed RLE string"
+    else:
+        return "RLE counts must be a list of integers or a compressed string"
+    if sum(counts) != height * width:
+        return f"RLE counts cover {sum(counts)} pixels, not {height}x{width} = {height * width}"
+    return None
+
+
+def _rle_string_counts(text: str) -> list[int] | None:
+    """The run lengths of a COCO compressed RLE string (pycocotools' rleFrString), or None if invalid."""
+    counts: list[int] = []
+    value = shift = 0
+    for char in text:
+        code = ord(char) - 48
+        if not 0 <= code < 64:
+            return None
+        value |= (code & 0x1F) << shift
+        shift += 5
+        if code & 0x20:
+            continue
+        if code & 0x10:
+            value |= -1 << shift
+        if len(counts) > 2:
+            value += counts[-2]
+        if value < 0:
+            return None
+        counts.append(value)
+        value = shift = 0
+    return counts if shift == 0 else None
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise DatasetError(f"{path}: no such annotations file")
+    try:
+        with path.open("rb") as handle:
+            data = json.load(handle)
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"{path}: cannot read ({exc})") from None
+    if not isinstance(data, dict) or any(key not in data for key in REQUIRED_KEYS):
+        found = ", ".join(sorted(data)) if isinstance(data, dict) else type(data).__name__
+        raise DatasetError(
+            f"{path}: not a COCO instances file (needs 'images', 'annotations', 'categories'; found {found or 'nothing'})"
+        )
+    for key in ("images", "annotations"):
+        if not isinstance(data[key], list):
+            raise DatasetError(f"{path}: '{key}' must be a list")
+    return data
+
+
+def _serialize(records: Any) -> tuple[np.ndarray, np.ndarray]:
+    blobs = [pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL) for record in records]
+    ends = np.cumsum([len(blob) for blob in blobs], dtype=np.int64)
+    return np.frombuffer(b"".join(blobs), dtype=np.uint8), ends
+
+
+def _image_name(entry: Any, position: int) -> str:
+    if isinstance(entry, dict) and isinstance(entry.get("file_name"), str):
+        return f"image {entry['file_name']!r}"
+    if isinstance(entry, dict) and _is_int(entry.get("id")):
+        return f"image id {entry['id']}"
+    return f"image #{position}"
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_finite(value: Any) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)

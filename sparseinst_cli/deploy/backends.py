@@ -1,0 +1,92 @@
+"""Opening a model to run: a checkpoint on PyTorch (as trained, or on the fast path in reduced
+precision), a checkpoint on onnxruntime (an ``.onnx`` file, or exported on the fly), or a
+recipe with random weights to try the pipeline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+from ..data.coco import match_categories
+from ..errors import SparseInstError
+from ..inference.predictor import Precision, Predictor, resolve_device
+from .onnx_export import onnx_for
+
+CHECKPOINT_SUFFIXES = (".safetensors", ".onnx")
+
+
+class Backend(str, Enum):
+    """What runs the network: PyTorch, or onnxruntime on an exported model."""
+
+    torch = "torch"
+    onnxruntime = "onnxruntime"
+
+
+def is_checkpoint(source: str | Path) -> bool:
+    """A model file (else a recipe's name or path)."""
+    return str(source).endswith(CHECKPOINT_SUFFIXES)
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A model and how to run it. Exactly one of ``weights`` (a checkpoint) or ``recipe`` (random
+    weights, seeded). ``fast`` or a ``dtype`` other than fp32 take the fast path (batch norm
+    folded, NHWC, Winograd in fp32 on CPU); ``compile`` adds ``torch.compile``."""
+
+    weights: Path | None = None
+    recipe: str | None = None
+    device: str = "cpu"
+    overrides: tuple[str, ...] = ()
+    backend: Backend = Backend.torch
+    fast: bool = False
+    dtype: Precision = Precision.fp32
+    compile: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if (self.weights is None) == (self.recipe is None):
+            raise SparseInstError("give exactly one of weights (a checkpoint) or recipe (random weights)",
+                                  setting="weights")
+        resolve_device(self.device)
+        if self.compile and not self.fast:
+            raise SparseInstError("compile needs the fast path", setting="fast")
+        if self.backend == Backend.onnxruntime:
+            if self.weights is None:
+                raise SparseInstError("the onnxruntime backend runs checkpoints, not recipes", setting="backend")
+            if self.fast or self.dtype != Precision.fp32:
+                raise SparseInstError("fast and dtype apply to the torch backend (an ONNX model is already "
+                                      "optimized)", setting="backend")
+        elif self.weights is not None and Path(self.weights).suffix == ".onnx":
+            raise SparseInstError(f"{self.weights}: an ONNX model runs on the onnxruntime backend",
+                                  setting="backend=onnxruntime")
+
+    @classmethod
+    def parse(cls, source: str, **options) -> ModelSource:
+        """A checkpoint path or a recipe (name or path), with the same run ``options``."""
+        return cls(weights=Path(source), **options) if is_checkpoint(source) else cls(recipe=source, **options)
+
+    @property
+    def optimized(self) -> bool:
+        return self.fast or self.dtype != Precision.fp32
+
+    @property
+    def name(self) -> str:
+        """A short label: the file's or recipe's stem, with the path it runs on."""
+        stem = Path(self.weights).stem if self.weights is not None else Path(str(self.recipe)).stem
+        return stem + (" (fast)" if self.optimized else "") + (" (onnxruntime)" if self.backend != Backend.torch else "")
+
+    def open(self, dataset_categories: list[dict] | None = None) -> Predictor:
+        """The predictor. With ``dataset_categories`` its classes take a dataset's category ids
+        (``match_categories``), so that its results score against that dataset."""
+        if self.backend == Backend.onnxruntime:
+            predictor = Predictor.from_onnx(onnx_for(self.weights), self.device, self.overrides)
+        elif self.weights is not None:
+            predictor = Predictor.from_checkpoint(self.weights, self.device, self.overrides)
+        else:
+            predictor = Predictor.from_recipe(self.recipe, self.device, self.overrides, seed=self.seed)
+        if self.optimized:
+            predictor.optimize(self.dtype, self.compile)
+        if dataset_categories is not None:
+            predictor.categories = match_categories(predictor.categories, dataset_categories)
+        return predictor

@@ -1,0 +1,59 @@
+"""A training run as ``sparseinst train`` starts it: a new run from a recipe, or ``resume`` of
+the run in ``out_dir``; under ``torchrun`` one call per process."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from ..errors import RunFilesError, SparseInstError
+from ..progress import SILENT, Progress
+from ..recipe import Recipe, load_recipe, recipe_from_data
+from .distributed import start_process, stop_process
+from .trainer import RECIPE_FILE, STATE_FILE, StopRequest, Trainer, TrainResult
+
+
+def run_recipe(out_dir: Path, overrides: Sequence[str] = ()) -> Recipe:
+    """The resolved recipe a run directory was started with, ``overrides`` applied."""
+    saved = out_dir / RECIPE_FILE
+    if not saved.is_file():
+        raise RunFilesError(f"{saved}: no such file (is {out_dir} a run directory?)")
+    try:
+        data = json.loads(saved.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RunFilesError(f"{saved}: not a readable recipe ({exc})") from None
+    return recipe_from_data(data, str(saved), overrides)
+
+
+def train(recipe: str | Path | None, out_dir: Path, *, overrides: Sequence[str] = (), device: str = "cpu",
+          resume: bool = False, strict: bool = False, init_from: Path | None = None, init_strict: bool = False,
+          progress: Progress = SILENT, on_start: Callable[[Trainer], None] | None = None) -> TrainResult:
+    """Train (or with ``resume`` continue) the run in ``out_dir``. ``recipe`` may be None when
+    resuming (the run's own is used). ``init_from``/``init_strict`` set the recipe's fields of
+    those names. ``on_start`` sees the trainer before its first step. Ctrl-C stops after the
+    current step, saves and returns a result marked ``interrupted``."""
+    if recipe is None and not resume:
+        raise SparseInstError("give a recipe, or resume a run directory", setting="recipe")
+    if init_from is not None and resume:
+        raise SparseInstError("init_from starts a new run; resume continues one from its own checkpoint",
+                              setting="init_from")
+    if (out_dir / STATE_FILE).is_file() and not resume:
+        raise SparseInstError(f"{out_dir} already holds a run; resume it or choose another directory",
+                              setting="resume")
+    overrides = [*overrides, *([f'model.init_from="{init_from}"'] if init_from is not None else []),
+                 *(["model.init_strict=true"] if init_strict else [])]
+    process = start_process(device)
+    try:
+        loaded = run_recipe(out_dir, overrides) if recipe is None else load_recipe(recipe, overrides)
+        trainer = Trainer(loaded, out_dir, process, strict=strict, progress=progress, initialize=not resume)
+        if resume:
+            trainer.resume()
+        if on_start is not None and process.is_main:
+            on_start(trainer)
+        with StopRequest() as stop:
+            result = trainer.run(stop)
+    finally:
+        stop_process(process)
+    result.is_main = process.is_main
+    return result

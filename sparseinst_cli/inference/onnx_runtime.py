@@ -1,0 +1,51 @@
+"""A model exported to ONNX (``sparseinst export onnx``), run by onnxruntime in place of the
+PyTorch network. The file's metadata carries the recipe and the categories, so the ``.onnx``
+file alone is enough to predict."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import onnxruntime
+import torch
+from torch import Tensor, nn
+
+from components import SparseInstOutput
+
+from ..errors import ExportError
+from ..recipe import Recipe, recipe_from_data
+
+OUTPUT_NAMES = ("logits", "objectness", "masks")
+METADATA_RECIPE = "sparseinst.recipe"
+METADATA_CATEGORIES = "sparseinst.categories"
+METADATA_OUTPUTS = "sparseinst.outputs"
+
+
+class OnnxModel(nn.Module):
+    """An exported model run by onnxruntime, called like ``SparseInst`` (no activation maps)."""
+
+    def __init__(self, path: str | Path, device: str | torch.device = "cpu") -> None:
+        super().__init__()
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ExportError(f"{self.path}: no such ONNX file")
+        providers = ["CPUExecutionProvider"]
+        if torch.device(device).type == "cuda" and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        try:
+            self.session = onnxruntime.InferenceSession(str(self.path), providers=providers)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+            raise ExportError(f"{self.path}: not a loadable ONNX model ({str(exc).splitlines()[0]})") from None
+        metadata = self.session.get_modelmeta().custom_metadata_map
+        if METADATA_RECIPE not in metadata:
+            raise ExportError(f"{self.path}: not exported by 'sparseinst export onnx' (no recipe in its metadata)")
+        self.recipe: Recipe = recipe_from_data(json.loads(metadata[METADATA_RECIPE]), f"{self.path} (stored recipe)")
+        self.categories: list[dict] = json.loads(metadata.get(METADATA_CATEGORIES, "[]"))
+        self.input_name = self.session.get_inputs()[0].name
+
+    def forward(self, images: Tensor, return_maps: bool = False) -> SparseInstOutput:
+        if return_maps:
+            raise ExportError("the ONNX model has no activation-map output; use the .safetensors checkpoint")
+        arrays = self.session.run(list(OUTPUT_NAMES), {self.input_name: images.detach().float().cpu().contiguous().numpy()})
+        return SparseInstOutput(*(torch.from_numpy(a).to(images.device) for a in arrays))

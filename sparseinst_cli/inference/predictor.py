@@ -1,0 +1,187 @@
+"""The Python inference API: load a model, then ``predictor(images)`` -> per-image instances."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+from torchvision.transforms.v2 import functional as TF
+
+from components import Instances, SparseInst, SparseInstOutput, postprocess
+
+from ..builder import build_model
+from ..checkpoint import load_model
+from ..data.coco import default_categories
+from ..data.images import pad_batch, read_image, resized_shape
+from ..errors import RecipeError, SparseInstError
+from ..recipe import Recipe, load_recipe, recipe_from_data
+from .fast_path import optimize_for_inference
+from .onnx_runtime import OnnxModel
+
+ImageInput = np.ndarray | str | Path
+
+
+class Precision(str, Enum):
+    """The network's arithmetic: fp32, or fp16/bf16 autocast (post-processing stays fp32)."""
+
+    fp32 = "fp32"
+    fp16 = "fp16"
+    bf16 = "bf16"
+
+
+INFERENCE_DTYPES = {Precision.fp32.value: None, Precision.fp16.value: torch.float16, Precision.bf16.value: torch.bfloat16}
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``device`` as a ``torch.device``, refused when it does not exist here."""
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise SparseInstError(f"device '{device}': expected cpu, cuda or cuda:N", setting="device") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise SparseInstError(f"device '{device}' requested but CUDA is not available", setting="device")
+    if resolved.type not in ("cpu", "cuda"):
+        raise SparseInstError(f"device '{device}': expected cpu, cuda or cuda:N", setting="device")
+    return resolved
+
+
+@dataclass
+class Batch:
+    images: Tensor  # (B, 3, H, W) normalized, zero-padded to a multiple of size_divisibility
+    image_sizes: list[tuple[int, int]]  # resized (h, w) of each image inside the padding
+    original_sizes: list[tuple[int, int]]
+
+
+class Predictor:
+    """Runs a model on images: resize, normalize, pad, forward, post-process.
+
+    >>> predictor = Predictor.from_checkpoint("model.safetensors")
+    >>> instances = predictor(["street.jpg"])[0]  # masks, scores, labels, boxes
+    """
+
+    def __init__(
+        self, model: SparseInst, recipe: Recipe, categories: list[dict], device: str | torch.device = "cpu"
+    ) -> None:
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.recipe = recipe
+        self.categories = categories
+        self.pixel_mean = torch.tensor(recipe.input.pixel_mean, device=self.device).view(3, 1, 1)
+        self.pixel_std = torch.tensor(recipe.input.pixel_std, device=self.device).view(3, 1, 1)
+        self.autocast_dtype: torch.dtype | None = None
+        self.memory_format = torch.contiguous_format
+
+    def optimize(self, dtype: str | Precision = "fp32", compile: bool = False) -> Predictor:
+        """Switch to the fast inference path: batch norm folded, NHWC, Winograd 3x3 convolutions for
+        fp32 on CPU (unless compiled), optional ``torch.compile`` and fp16/bf16 autocast (post-processing
+        stays fp32). Returns ``self``."""
+        if isinstance(self.model, SparseInst):
+            winograd = self.device.type == "cpu" and dtype == Precision.fp32 and not compile
+            self.model = optimize_for_inference(self.model, winograd=winograd, compile=compile)
+            self.memory_format = torch.channels_last
+        return self.use_precision(dtype)
+
+    def use_precision(self, dtype: str | Precision) -> Predictor:
+        """Run the network under ``dtype`` autocast ("fp16", "bf16"), or plainly ("fp32")."""
+        dtype = dtype.value if isinstance(dtype, Precision) else dtype
+        if dtype not in INFERENCE_DTYPES:
+            raise SparseInstError(f"dtype must be one of {', '.join(INFERENCE_DTYPES)}, got {dtype!r}", setting="dtype")
+        self.autocast_dtype = INFERENCE_DTYPES[dtype]
+        return self
+
+    @property
+    def precision(self) -> str:
+        return next(name for name, dtype in INFERENCE_DTYPES.items() if dtype == self.autocast_dtype)
+
+    @classmethod
+    def from_checkpoint(
+        cls, path: str | Path, device: str | torch.device = "cpu", overrides: Sequence[str] = ()
+    ) -> Predictor:
+        model, checkpoint = load_model(path, overrides)
+        return cls(model, checkpoint.recipe, checkpoint.categories, device)
+
+    @classmethod
+    def from_onnx(
+        cls, path: str | Path, device: str | torch.device = "cpu", overrides: Sequence[str] = ()
+    ) -> Predictor:
+        """A model exported by ``sparseinst export onnx``, run by onnxruntime. Overrides may change
+        the ``input`` and ``inference`` sections only (the network is fixed in the file)."""
+        model = OnnxModel(path, device)
+        recipe = model.recipe
+        if overrides:
+            fixed = [o for o in overrides if not o.split("=", 1)[0].strip().startswith(("input.", "inference."))]
+            if fixed:
+                raise RecipeError(str(path), [f"{o}: an ONNX model's network is fixed; only input.* and inference.* "
+                                              f"can be overridden" for o in fixed])
+            recipe = recipe_from_data(recipe.dump(), f"{path} (stored recipe)", overrides)
+        return cls(model, recipe, model.categories, device)
+
+    @classmethod
+    def from_recipe(
+        cls, recipe: str | Path | Recipe, device: str | torch.device = "cpu", overrides: Sequence[str] = (), seed: int = 0
+    ) -> Predictor:
+        """A randomly initialized model (seeded), for trying the pipeline without weights."""
+        if not isinstance(recipe, Recipe):
+            recipe = load_recipe(recipe, overrides)
+        torch.manual_seed(seed)
+        categories = default_categories(recipe.model.num_classes, recipe.model.class_names)
+        return cls(build_model(recipe), recipe, categories, device)
+
+    @property
+    def class_names(self) -> list[str]:
+        return [c["name"] for c in self.categories]
+
+    def preprocess(self, images: Sequence[np.ndarray]) -> Batch:
+        """RGB uint8 arrays (H, W, 3) -> a padded, normalized batch (SPEC 1.1)."""
+        spec = self.recipe.input
+        tensors, sizes, originals = [], [], []
+        for image in images:
+            if image.ndim != 3 or image.shape[2] != 3:
+                raise ValueError(f"expected an RGB image of shape (H, W, 3), got {image.shape}")
+            size = resized_shape(*image.shape[:2], spec.min_size_test, spec.max_size_test)
+            tensors.append(self.normalized(image, size))
+            sizes.append(size)
+            originals.append(tuple(image.shape[:2]))
+        return Batch(pad_batch(tensors, spec.size_divisibility), sizes, originals)
+
+    def normalized(self, image: np.ndarray, size: tuple[int, int]) -> Tensor:
+        """An RGB uint8 array (H, W, 3) resized to ``size`` (h, w) and normalized: (3, h, w) float."""
+        tensor = torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1).float()
+        return (TF.resize(tensor, list(size), antialias=True) - self.pixel_mean) / self.pixel_std
+
+    @torch.inference_mode()
+    def forward(self, batch: Batch, return_maps: bool = False) -> SparseInstOutput:
+        images = batch.images.contiguous(memory_format=self.memory_format)
+        if self.autocast_dtype is None:
+            return self.model(images, return_maps=return_maps)
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype):
+            output = self.model(images, return_maps=return_maps)
+        return SparseInstOutput(*(None if t is None else t.float() for t in output))
+
+    @torch.inference_mode()
+    def predict(self, images: Sequence[ImageInput]) -> list[Instances]:
+        """Instances per image at its original size. Paths are read as RGB."""
+        arrays = [read_image(image) if isinstance(image, (str, Path)) else image for image in images]
+        batch = self.preprocess(arrays)
+        return self.postprocess(self.forward(batch), batch)
+
+    def postprocess(self, output: SparseInstOutput, batch: Batch) -> list[Instances]:
+        """Raw outputs for ``batch`` -> instances per image, with the recipe's inference settings."""
+        spec = self.recipe.inference
+        return postprocess(
+            output,
+            tuple(batch.images.shape[-2:]),
+            batch.image_sizes,
+            batch.original_sizes,
+            score_threshold=spec.score_threshold,
+            mask_threshold=spec.mask_threshold,
+            max_detections=spec.max_detections,
+            objectness_rescoring=spec.objectness_rescoring,
+        )
+
+    __call__ = predict
