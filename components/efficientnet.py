@@ -54,7 +54,7 @@ def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
-class ConvNorm(nn.Module):
+class ConvNormAct(nn.Module):
     """Bias-free convolution (``.conv``), frozen batch norm (``.norm``), optional ReLU6.
 
     Stride-1 convolutions pad ``kernel // 2`` on each side (equal to ``SAME`` for odd kernels);
@@ -88,9 +88,9 @@ class MBConv(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int, expand_ratio: int) -> None:
         super().__init__()
         hidden = in_channels * expand_ratio
-        self.expand = ConvNorm(in_channels, hidden, 1) if expand_ratio != 1 else None
-        self.depthwise = ConvNorm(hidden, hidden, kernel_size, stride, groups=hidden)
-        self.project = ConvNorm(hidden, out_channels, 1, activation=False)
+        self.expand = ConvNormAct(in_channels, hidden, 1) if expand_ratio != 1 else None
+        self.depthwise = ConvNormAct(hidden, hidden, kernel_size, stride, groups=hidden)
+        self.project = ConvNormAct(hidden, out_channels, 1, activation=False)
         self.residual = stride == 1 and in_channels == out_channels
 
     def forward(self, x: Tensor) -> Tensor:
@@ -116,7 +116,7 @@ class EfficientNetLite(nn.Module):
         super().__init__()
         if not 0 <= freeze_at <= len(stages):
             raise ValueError(f"freeze_at must be in [0, {len(stages)}], got {freeze_at}")
-        self.stem = ConvNorm(3, stem_channels, 3, 2)
+        self.stem = ConvNormAct(3, stem_channels, 3, 2)
         in_channels = stem_channels
         for index, (blocks, kernel, stride, expand, out_channels) in enumerate(stages, start=1):
             layers = [MBConv(in_channels if i == 0 else out_channels, out_channels, kernel, stride if i == 0 else 1, expand)

@@ -16,7 +16,13 @@ The Python API, layer by layer (each layer imports only the ones above it in thi
 
 from components import build, register, registry
 
-from .analysis.coco_eval import Evaluation, evaluate_dataset, evaluate_model, evaluate_results, mask_ap
+from .analysis.coco_eval import (
+    Evaluation,
+    evaluate_dataset,
+    evaluate_model,
+    evaluate_results,
+    mask_ap,
+)
 from .analysis.tide import TideReport, analyse_runs, tide_analysis
 from .analysis.timing import TimingReport, time_models, time_predictor
 from .builder import build_model

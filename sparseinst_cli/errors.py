@@ -31,9 +31,9 @@ __all__ = [
 class RecipeError(SparseInstError, ValueError):
     """A recipe that cannot be read or does not validate; ``lines`` has one problem each."""
 
-    def __init__(self, source: str, lines: Sequence[str]) -> None:
+    def __init__(self, source: str, lines: Sequence[str], *, setting: str | None = None) -> None:
         self.source, self.lines = source, list(lines)
-        super().__init__(f"recipe {source}: " + "; ".join(self.lines))
+        super().__init__(f"recipe {source}: " + "; ".join(self.lines), setting=setting)
 
 
 class DatasetError(SparseInstError, ValueError):

@@ -329,7 +329,7 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
     key, sep, raw = assignment.partition("=")
     path = [part.strip() for part in key.strip().split(".")]
     if not sep or not all(path):
-        raise RecipeError("--set", [f"'{assignment}': expected KEY.PATH=VALUE"])
+        raise RecipeError("override", [f"'{assignment}': expected KEY.PATH=VALUE"], setting="overrides")
     try:
         value = tomllib.loads(f"v = {raw.strip()}")["v"]
     except tomllib.TOMLDecodeError:
@@ -338,7 +338,8 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
     for depth, part in enumerate(path[:-1]):
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
-            raise RecipeError("--set", [f"{'.'.join(path[: depth + 1])}: is a value, not a table"])
+            raise RecipeError("override", [f"{'.'.join(path[: depth + 1])}: is a value, not a table"],
+                              setting="overrides")
         node = child
     if path[-1] == "name" and node.get("name", value) != value:
         node.clear()  # a different component: drop the parameters of the one it replaces

@@ -18,7 +18,7 @@ from sparseinst_cli.errors import ResultsError
 from sparseinst_cli.inference.predictor import Predictor
 from sparseinst_cli.recipe import load_recipe
 
-from .conftest import SMALL_MODEL
+from .conftest import SMALL_MODEL, RecordingProgress
 
 HEIGHT, WIDTH = 40, 60
 RECALL_POINTS = 101  # COCO interpolates precision at recall 0, 0.01, ..., 1
@@ -202,3 +202,25 @@ def test_tide_command_runs_models_like_eval(demo_and_weights, tmp_path: Path) ->
     report = json.loads((tmp_path / "tide" / "tide.json").read_text())["model"]
     assert report["ap50"] == pytest.approx(json.loads((tmp_path / "eval" / "eval.json").read_text())["AP50"], abs=1e-3)
     assert report["predictions"] == 3 * 10 and report["ground_truth"] == len(json.loads(data.val_json.read_text())["annotations"])
+
+
+def test_the_python_api_gives_what_the_command_writes(demo_and_weights, tmp_path: Path) -> None:
+    """``sparseinst_cli.evaluate_dataset`` (the README's Python example) equals ``sparseinst eval``,
+    and reports its progress image by image."""
+    import sparseinst_cli
+    from sparseinst_cli import ModelSource, evaluate_dataset
+
+    data, weights = demo_and_weights
+    assert all(hasattr(sparseinst_cli, name) for name in sparseinst_cli.__all__)
+    out = tmp_path / "eval"
+    run = CliRunner().invoke(app, ["eval", "--weights", str(weights), "--data", str(data.val_json),
+                                   "--images", str(data.val_dir), "--out", str(out), "--batch-size", "2"])
+    assert run.exit_code == 0, run.output
+    progress = RecordingProgress()
+    evaluation = evaluate_dataset(ModelSource(weights=weights), data.val_json, data.val_dir, batch_size=2,
+                                  progress=progress)
+    written = json.loads((out / "eval.json").read_text())
+    assert {k: written[k] for k in ("AP", "AP50", "per_class", "detections")} == {
+        **{k: evaluation.metrics[k] for k in ("AP", "AP50", "per_class")}, "detections": len(evaluation.results)}
+    assert progress.events[0] == ("start", "eval", 3, 0) and progress.events[-1] == ("stop",)
+    assert [e for e in progress.events if e[0] == "advance"] == [("advance", 2), ("advance", 3)]

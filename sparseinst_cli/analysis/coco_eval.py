@@ -19,12 +19,14 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from components.postprocess import MAX_DETECTIONS  # COCO scores at most this many predictions per image
+from components.postprocess import (
+    MAX_DETECTIONS,  # COCO scores at most this many predictions per image
+)
 
 from ..data.datasets import CocoInstances
 from ..deploy.backends import ModelSource
 from ..errors import DatasetError, Notice, ResultsError
-from ..files import atomic_write
+from ..files import atomic_write, read_json
 from ..inference.batches import DATASET_BATCH_SIZE, RESULTS_FILE, predict_dataset
 from ..inference.predictor import Predictor
 from ..progress import SILENT, Progress
@@ -76,12 +78,7 @@ def load_ground_truth(annotations: str | Path) -> COCO:
 def load_results(path: str | Path, ground_truth: COCO) -> list[dict]:
     """A COCO results file, checked against the ground truth it will be scored on."""
     path = Path(path)
-    if not path.is_file():
-        raise ResultsError(f"{path}: no such results file")
-    try:
-        results = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ResultsError(f"{path}: not valid JSON ({exc})") from None
+    results = read_json(path, "results file", ResultsError)
     if not isinstance(results, list):
         raise ResultsError(f"{path}: a COCO results file is a JSON list of predictions")
     check_results(results, ground_truth, str(path))

@@ -56,7 +56,9 @@ from typing import Any, NamedTuple
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from components.postprocess import MAX_DETECTIONS  # predictions scored per image, as tidecv and COCO do
+from components.postprocess import (
+    MAX_DETECTIONS,  # predictions scored per image, as tidecv and COCO do
+)
 
 from ..data.coco import segmentation_rle
 from ..data.datasets import CocoInstances
@@ -64,7 +66,10 @@ from ..deploy.backends import ModelSource
 from ..errors import SparseInstError
 from ..inference.batches import DATASET_BATCH_SIZE, predict_dataset
 from ..progress import SILENT, Progress
-from .coco_eval import load_ground_truth, load_results  # they check ids, mask sizes and RLE form
+from .coco_eval import (  # they check ids, mask sizes and RLE form
+    load_ground_truth,
+    load_results,
+)
 
 POS_THRESHOLD = 0.5
 BACKGROUND_THRESHOLD = 0.1

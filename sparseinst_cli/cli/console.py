@@ -61,7 +61,8 @@ def user_errors(context: typer.Context | None = None, code: int = EXIT_USAGE) ->
     try:
         yield
     except RecipeError as exc:
-        err_console.print(f"[bold red]error:[/] recipe {escape(exc.source)} is invalid:")
+        headline = explained(f"recipe {exc.source} is invalid", exc.setting, context)
+        err_console.print(f"[bold red]error:[/] {escape(headline)}:")
         for line in exc.lines:
             err_console.print(f"  {escape(line)}")
         raise typer.Exit(EXIT_USAGE) from None

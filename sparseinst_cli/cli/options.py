@@ -10,6 +10,8 @@ import typer
 from ..deploy.backends import Backend
 from ..inference.predictor import Precision
 
+RUNS = Path("runs")  # where commands write unless told otherwise: RUNS / "eval", RUNS / RECIPE, ...
+
 Overrides = Annotated[
     Optional[list[str]],  # noqa: UP007 - typer needs Optional here
     typer.Option("--set", "-s", metavar="KEY=VALUE", help="Override a recipe value, e.g. model.iam.groups=8 (repeatable)."),

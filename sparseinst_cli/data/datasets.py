@@ -8,7 +8,6 @@ Masks are decoded lazily, one image at a time, when :meth:`CocoInstances.load` i
 
 from __future__ import annotations
 
-import json
 import math
 import pickle
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from pycocotools import mask as mask_utils
 from torch.utils.data import Dataset
 
 from ..errors import DatasetError, ImageError
+from ..files import read_json
 from .coco import segmentation_rle
 from .images import read_image
 
@@ -292,15 +292,7 @@ def _rle_string_counts(text: str) -> list[int] | None:
 
 
 def _read_json(path: Path) -> dict:
-    if not path.is_file():
-        raise DatasetError(f"{path}: no such annotations file")
-    try:
-        with path.open("rb") as handle:
-            data = json.load(handle)
-    except json.JSONDecodeError as exc:
-        raise DatasetError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{path}: cannot read ({exc})") from None
+    data = read_json(path, "annotations file", DatasetError)
     if not isinstance(data, dict) or any(key not in data for key in REQUIRED_KEYS):
         found = ", ".join(sorted(data)) if isinstance(data, dict) else type(data).__name__
         raise DatasetError(

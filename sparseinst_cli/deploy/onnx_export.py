@@ -33,7 +33,12 @@ from ..data.images import typical_size
 from ..errors import ExportError
 from ..files import atomic_write
 from ..inference.fast_path import fold_frozen_batch_norm
-from ..inference.onnx_runtime import METADATA_CATEGORIES, METADATA_OUTPUTS, METADATA_RECIPE, OUTPUT_NAMES
+from ..inference.onnx_runtime import (
+    METADATA_CATEGORIES,
+    METADATA_OUTPUTS,
+    METADATA_RECIPE,
+    OUTPUT_NAMES,
+)
 from ..recipe import Recipe
 
 OUTPUTS_DOC = ("images: float32 (B,3,H,W) normalized RGB, padded to a multiple of 32 -> logits (B,N,C), "

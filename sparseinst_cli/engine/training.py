@@ -3,11 +3,11 @@ the run in ``out_dir``; under ``torchrun`` one call per process."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..errors import RunFilesError, SparseInstError
+from ..files import read_json
 from ..progress import SILENT, Progress
 from ..recipe import Recipe, load_recipe, recipe_from_data
 from .distributed import start_process, stop_process
@@ -17,12 +17,7 @@ from .trainer import RECIPE_FILE, STATE_FILE, StopRequest, Trainer, TrainResult
 def run_recipe(out_dir: Path, overrides: Sequence[str] = ()) -> Recipe:
     """The resolved recipe a run directory was started with, ``overrides`` applied."""
     saved = out_dir / RECIPE_FILE
-    if not saved.is_file():
-        raise RunFilesError(f"{saved}: no such file (is {out_dir} a run directory?)")
-    try:
-        data = json.loads(saved.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RunFilesError(f"{saved}: not a readable recipe ({exc})") from None
+    data = read_json(saved, f"file (is {out_dir} a run directory?)", RunFilesError)
     return recipe_from_data(data, str(saved), overrides)
 
 

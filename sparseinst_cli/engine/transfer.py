@@ -17,7 +17,13 @@ import torch
 from safetensors import safe_open
 from torch import Tensor, nn
 
-from components.pretrained import detect_layout, is_native_state, load_strict, official_to_native, read_state_dict
+from components.pretrained import (
+    detect_layout,
+    is_native_state,
+    load_strict,
+    official_to_native,
+    read_state_dict,
+)
 
 from ..builder import build_model
 from ..checkpoint import FORMAT, read_checkpoint

@@ -4,7 +4,7 @@ float tolerance.
 
 Frozen batch norm is a fixed per-channel affine map, so ``norm(conv(x))`` equals one convolution
 with weights ``w * scale`` and bias ``shift``. A module whose ``.norm`` is a ``FrozenBatchNorm2d``
-either is the convolution (the ResNet ``ConvNorm``) or holds it as ``.conv`` (EfficientNet's).
+either is the convolution (the ResNet ``ConvNorm``) or holds it as ``.conv`` (EfficientNet's ``ConvNormAct``).
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from ...inference.batches import DATASET_BATCH_SIZE
 from ...inference.predictor import Precision
 from ..console import console, err_console, fail, user_errors, warn
 from ..options import (
+    RUNS,
     BackendOption,
     BatchOption,
     DataOption,
@@ -36,7 +37,7 @@ def eval_command(
     weights: WeightsOption = None,
     results: Annotated[Optional[Path], typer.Option(  # noqa: UP007 - typer needs Optional
         "--results", help="Score this COCO results JSON instead of running a model.")] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for eval.json and results.json.")] = Path("runs/eval"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for eval.json and results.json.")] = RUNS / "eval",
     device: DeviceOption = "cpu",
     backend: BackendOption = Backend.torch,
     fast: FastOption = False,

@@ -14,7 +14,16 @@ from ...inference.drawing import SHOW_THRESHOLD
 from ...inference.predictor import Precision
 from ...resources import sample_images
 from ..console import EXIT_FAILED, console, err_console, fail, user_errors
-from ..options import BackendOption, DeviceOption, DtypeOption, FastOption, Overrides, RecipeOption, WeightsOption
+from ..options import (
+    RUNS,
+    BackendOption,
+    DeviceOption,
+    DtypeOption,
+    FastOption,
+    Overrides,
+    RecipeOption,
+    WeightsOption,
+)
 from ..progress import ProgressBar
 from ..tables import predictions_table
 
@@ -26,7 +35,7 @@ def predict(
     weights: WeightsOption = None,
     recipe: RecipeOption = None,
     overrides: Overrides = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for overlays and JSON.")] = Path("runs/predict"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for overlays and JSON.")] = RUNS / "predict",
     device: DeviceOption = "cpu",
     backend: BackendOption = Backend.torch,
     fast: FastOption = False,

@@ -12,7 +12,7 @@ from ...analysis.tide_plot import save_tide
 from ...deploy.backends import ModelSource
 from ...inference.batches import DATASET_BATCH_SIZE
 from ..console import console, fail, user_errors
-from ..options import BatchOption, DataOption, DeviceOption, ImagesOption
+from ..options import RUNS, BatchOption, DataOption, DeviceOption, ImagesOption
 from ..progress import ProgressBar
 from ..tables import tide_table
 
@@ -27,7 +27,7 @@ def tide(
     images: ImagesOption = None,
     names: Annotated[Optional[str], typer.Option(  # noqa: UP007
         help="Comma-separated names of the runs, in order (default: from the file names).")] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for tide.json and tide.png.")] = Path("runs/tide"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for tide.json and tide.png.")] = RUNS / "tide",
     pos_threshold: Annotated[float, typer.Option(help="Foreground IoU threshold.")] = POS_THRESHOLD,
     background_threshold: Annotated[float, typer.Option(help="Background IoU threshold.")] = BACKGROUND_THRESHOLD,
     device: DeviceOption = "cpu",

@@ -11,7 +11,7 @@ from ...analysis.timing import time_models
 from ...deploy.backends import Backend, ModelSource
 from ...inference.predictor import Precision
 from ..console import console, fail, user_errors
-from ..options import BackendOption, DeviceOption, DtypeOption, Overrides
+from ..options import RUNS, BackendOption, DeviceOption, DtypeOption, Overrides
 from ..progress import ProgressBar
 from ..tables import timing_table
 
@@ -43,7 +43,7 @@ def time_command(
     warmup: Annotated[int, typer.Option(help="Untimed runs first.")] = 3,
     runs: Annotated[int, typer.Option(help="Timed runs (median, min, max).")] = 10,
     threads: Annotated[int, typer.Option(help="CPU threads (0: torch's default).")] = 0,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for timing.json.")] = Path("runs/time"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for timing.json.")] = RUNS / "time",
     device: DeviceOption = "cpu",
     backend: BackendOption = Backend.torch,
     overrides: Overrides = None,

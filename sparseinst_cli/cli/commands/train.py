@@ -9,8 +9,15 @@ import typer
 
 from ...engine.trainer import MODEL_FILE, Trainer
 from ...engine.training import train as train_run
-from ..console import EXIT_FAILED, EXIT_INTERRUPTED, console, err_console, fail, user_errors
-from ..options import DeviceOption, Overrides
+from ..console import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    console,
+    err_console,
+    fail,
+    user_errors,
+)
+from ..options import RUNS, DeviceOption, Overrides
 from ..progress import ProgressBar
 from ..tables import summary_table, transfer_table
 
@@ -49,7 +56,7 @@ def train(
     """
     if recipe is None and (not resume or out is None):
         raise fail("give a RECIPE (or --resume with --out, the run directory to continue)")
-    out = out or Path("runs") / Path(recipe).stem
+    out = out or RUNS / Path(recipe).stem
     with user_errors(context), ProgressBar() as progress:
         result = train_run(recipe, out, overrides=overrides or [], device=device, resume=resume, strict=strict,
                            init_from=init_from, init_strict=init_strict, progress=progress, on_start=_report_start)

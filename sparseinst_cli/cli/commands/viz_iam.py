@@ -12,7 +12,7 @@ from ...data.datasets import CocoInstances
 from ...deploy.backends import ModelSource
 from ...inference.drawing import SHOW_THRESHOLD
 from ..console import console, err_console, fail, user_errors
-from ..options import DeviceOption, Overrides
+from ..options import RUNS, DeviceOption, Overrides
 from ..progress import ProgressBar
 from ..tables import iam_table
 
@@ -67,12 +67,12 @@ def viz_iam(
     with user_errors(context), ProgressBar() as progress:
         predictor = ModelSource(weights, device=device, overrides=tuple(overrides or [])).open()
         if image is not None:
-            out = out or Path("runs/viz-iam") / f"{image.stem}_iam.png"
+            out = out or RUNS / "viz-iam" / f"{image.stem}_iam.png"
             figure = explain_image(predictor, image, out, top_k=top_k, score_threshold=score_threshold)
             console.print(iam_table(figure, predictor.class_names, image.name))
             console.print(f"figure: {out} ({figure.grid.shape[1]}x{figure.grid.shape[0]})")
             return
-        maps = explain_dataset(predictor, CocoInstances(dataset, images), out or Path("runs/viz-iam/dataset_iam.png"),
+        maps = explain_dataset(predictor, CocoInstances(dataset, images), out or RUNS / "viz-iam" / "dataset_iam.png",
                                channels=chosen, per_group=per_group, max_images=max_images, progress=progress)
     for failure in maps.failures:
         err_console.print(f"[red]skipped:[/] {failure}")
