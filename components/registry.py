@@ -51,9 +51,10 @@ def unknown_name_message(family: str, name: str, known: list[str]) -> str:
 
 
 class StrictModel(BaseModel):
-    """A pydantic model that rejects unknown keys, suggesting the closest known one."""
+    """A pydantic model that rejects unknown keys, suggesting the closest known one, and
+    infinite or NaN numbers (``lr = inf`` would train nothing, silently)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=(), allow_inf_nan=False)
 
     @model_validator(mode="before")
     @classmethod

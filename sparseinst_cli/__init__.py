@@ -14,84 +14,46 @@ The Python API, layer by layer (each layer imports only the ones above it in thi
 >>> instances = Predictor.from_checkpoint("runs/demo/model.safetensors")(["photo.jpg"])[0]
 """
 
-from components import build, register, registry
+from __future__ import annotations
 
-from .analysis.coco_eval import (
-    Evaluation,
-    evaluate_dataset,
-    evaluate_model,
-    evaluate_results,
-    mask_ap,
-)
-from .analysis.tide import TideReport, analyse_runs, tide_analysis
-from .analysis.timing import TimingReport, time_models, time_predictor
-from .builder import build_model
-from .checkpoint import load_model, read_checkpoint, save_checkpoint
-from .data.datasets import CocoInstances
-from .data.demo_data import generate_demo_dataset
-from .deploy.backends import Backend, ModelSource
-from .deploy.conversion import convert_checkpoint
-from .deploy.onnx_export import export_onnx
-from .engine.trainer import Trainer, TrainResult
-from .engine.training import train
-from .errors import (
-    ComponentError,
-    DatasetError,
-    ExportError,
-    ImageError,
-    RecipeError,
-    ResultsError,
-    SparseInstError,
-    TrainingError,
-    WeightsError,
-)
-from .inference.batches import predict_dataset, predict_files
-from .inference.predictor import Precision, Predictor
-from .progress import Progress
-from .recipe import Recipe, load_recipe
+import importlib
+from typing import Any
 
-__all__ = [
-    "Backend",
-    "CocoInstances",
-    "ComponentError",
-    "DatasetError",
-    "Evaluation",
-    "ExportError",
-    "ImageError",
-    "ModelSource",
-    "Precision",
-    "Predictor",
-    "Progress",
-    "Recipe",
-    "RecipeError",
-    "ResultsError",
-    "SparseInstError",
-    "TideReport",
-    "TimingReport",
-    "TrainResult",
-    "Trainer",
-    "TrainingError",
-    "WeightsError",
-    "analyse_runs",
-    "build",
-    "build_model",
-    "convert_checkpoint",
-    "evaluate_dataset",
-    "evaluate_model",
-    "evaluate_results",
-    "export_onnx",
-    "generate_demo_dataset",
-    "load_model",
-    "load_recipe",
-    "mask_ap",
-    "predict_dataset",
-    "predict_files",
-    "read_checkpoint",
-    "register",
-    "registry",
-    "save_checkpoint",
-    "tide_analysis",
-    "time_models",
-    "time_predictor",
-    "train",
-]
+# The public names and the modules that define them, imported when first used: importing the
+# package stays cheap (the command line starts, and Ctrl-C during start-up ends, cleanly).
+_EXPORTS = {
+    **dict.fromkeys(["build", "register", "registry"], "components"),
+    **dict.fromkeys(["ComponentError", "DatasetError", "ExportError", "ImageError", "RecipeError", "ResultsError",
+                     "SparseInstError", "TrainingError", "WeightsError"], "sparseinst_cli.errors"),
+    **dict.fromkeys(["Progress"], "sparseinst_cli.progress"),
+    **dict.fromkeys(["Recipe", "load_recipe"], "sparseinst_cli.recipe"),
+    **dict.fromkeys(["build_model"], "sparseinst_cli.builder"),
+    **dict.fromkeys(["load_model", "read_checkpoint", "save_checkpoint"], "sparseinst_cli.checkpoint"),
+    **dict.fromkeys(["CocoInstances"], "sparseinst_cli.data.datasets"),
+    **dict.fromkeys(["generate_demo_dataset"], "sparseinst_cli.data.demo_data"),
+    **dict.fromkeys(["Precision", "Predictor"], "sparseinst_cli.inference.predictor"),
+    **dict.fromkeys(["predict_dataset", "predict_files"], "sparseinst_cli.inference.batches"),
+    **dict.fromkeys(["Backend", "ModelSource"], "sparseinst_cli.deploy.backends"),
+    **dict.fromkeys(["convert_checkpoint"], "sparseinst_cli.deploy.conversion"),
+    **dict.fromkeys(["export_onnx"], "sparseinst_cli.deploy.onnx_export"),
+    **dict.fromkeys(["Evaluation", "evaluate_dataset", "evaluate_model", "evaluate_results", "mask_ap"],
+                    "sparseinst_cli.analysis.coco_eval"),
+    **dict.fromkeys(["TideReport", "analyse_runs", "tide_analysis"], "sparseinst_cli.analysis.tide"),
+    **dict.fromkeys(["TimingReport", "time_models", "time_predictor"], "sparseinst_cli.analysis.timing"),
+    **dict.fromkeys(["TrainResult", "Trainer"], "sparseinst_cli.engine.trainer"),
+    **dict.fromkeys(["train"], "sparseinst_cli.engine.training"),
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

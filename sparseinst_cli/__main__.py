@@ -1,5 +1,5 @@
 """``python -m sparseinst_cli`` (what ``torchrun -m sparseinst_cli train ...`` runs)."""
 
-from .cli.app import main
+from .cli import main
 
 main()

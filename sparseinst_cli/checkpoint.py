@@ -7,6 +7,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -78,9 +79,24 @@ def read_checkpoint(path: str | Path, overrides: Sequence[str] = ()) -> Checkpoi
         ) from None
     if metadata.get("format") != FORMAT or "recipe" not in metadata:
         raise WeightsError(f"{path}: safetensors file without a sparseinst recipe; convert it with 'sparseinst convert'")
-    recipe = recipe_from_data(json.loads(metadata["recipe"]), f"{path} (stored recipe)", overrides)
-    categories = json.loads(metadata.get("categories", "[]"))
+    recipe = recipe_from_data(_metadata_json(path, metadata, "recipe", dict), f"{path} (stored recipe)", overrides)
+    categories = _metadata_json(path, metadata, "categories", list)
+    if not all(isinstance(c, dict) and type(c.get("id")) is int and isinstance(c.get("name"), str) for c in categories):
+        raise WeightsError(f"{path}: its categories need an integer 'id' and a string 'name' each")
+    if len(categories) != recipe.model.num_classes:
+        raise WeightsError(f"{path}: {len(categories)} categories stored for a model of {recipe.model.num_classes} "
+                           f"classes")
     return Checkpoint(state, recipe, categories, metadata)
+
+
+def _metadata_json(path: Path, metadata: dict[str, str], key: str, kind: type) -> Any:
+    try:
+        value = json.loads(metadata[key])
+    except (KeyError, ValueError):
+        raise WeightsError(f"{path}: its metadata '{key}' is missing or not JSON") from None
+    if not isinstance(value, kind):
+        raise WeightsError(f"{path}: its metadata '{key}' is not a JSON {'object' if kind is dict else 'list'}")
+    return value
 
 
 def load_model(path: str | Path, overrides: Sequence[str] = ()) -> tuple[SparseInst, Checkpoint]:

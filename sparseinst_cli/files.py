@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,3 +40,49 @@ def read_json(path: Path, what: str, error: type[SparseInstError] = SparseInstEr
         raise error(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise error(f"{path}: cannot read ({exc})") from None
+
+
+def output_folder(path: Path, setting: str = "out") -> Path:
+    """``path`` as a folder to write into, created if missing; refused, naming it, when it or a
+    folder above it is a file, or when it cannot be created or written to."""
+    path = Path(path)
+    for node in (path, *path.parents):
+        if node.exists() and not node.is_dir():
+            where = "is a file" if node == path else f"{node} is a file"
+            raise SparseInstError(f"{path}: {where}, not a folder", setting=setting)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SparseInstError(f"{path}: cannot create the folder ({exc.strerror})", setting=setting) from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise SparseInstError(f"{path}: cannot write into this folder (permission denied)", setting=setting)
+    return path
+
+
+def output_file(path: Path, suffixes: Sequence[str], setting: str = "out", *, inputs: Sequence[Path] = ()) -> Path:
+    """``path`` as a file to write: one of ``suffixes``, not a folder, not one of the ``inputs``
+    (nothing the user gave is overwritten), in a folder that can be written to."""
+    path = Path(path)
+    if path.suffix.lower() not in suffixes:
+        raise SparseInstError(f"{path}: expected a {' or '.join(suffixes)} file", setting=setting)
+    if path.is_dir():
+        raise SparseInstError(f"{path}: is a folder; give a file name", setting=setting)
+    if path.exists() and any(Path(i).exists() and path.samefile(i) for i in inputs):
+        raise SparseInstError(f"{path}: is an input of this command; write the output elsewhere", setting=setting)
+    output_folder(path.parent, setting)
+    return path
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete the temporary files ``atomic_write`` leaves when a process is killed mid-write."""
+    stale = [p for p in folder.glob(".*.tmp") if p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
+def write_json(path: Path, data: Any, *, indent: int | None = 2) -> Path:
+    """``data`` as JSON at ``path``, atomically (``indent=None``: compact, one line)."""
+    text = json.dumps(data, indent=indent, separators=None if indent else (",", ":")) + ("\n" if indent else "")
+    atomic_write(Path(path), lambda tmp: tmp.write_text(text))
+    return Path(path)

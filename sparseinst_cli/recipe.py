@@ -19,6 +19,7 @@ import tomllib
 from pydantic import (
     Discriminator,
     Field,
+    PositiveFloat,
     PositiveInt,
     Tag,
     ValidationError,
@@ -79,7 +80,7 @@ TRAIN_FAMILIES = ("matcher", "loss")
 
 class InputSection(StrictModel):
     pixel_mean: tuple[float, float, float] = PIXEL_MEAN
-    pixel_std: tuple[float, float, float] = PIXEL_STD
+    pixel_std: tuple[PositiveFloat, PositiveFloat, PositiveFloat] = PIXEL_STD  # divides: zero gives NaN
     min_size_test: PositiveInt = MIN_SIZE_TEST
     max_size_test: PositiveInt = MAX_SIZE_TEST
     size_divisibility: PositiveInt = SIZE_DIVISIBILITY

@@ -13,7 +13,6 @@ how strongly.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ from components.postprocess import instance_scores, maskness
 from ..data.datasets import CocoInstances
 from ..data.images import read_image, write_image
 from ..errors import ImageError, NothingToShow, SparseInstError
-from ..files import atomic_write
+from ..files import output_file, write_json
 from ..inference.drawing import MASK_ALPHA, SHOW_THRESHOLD, instance_color
 from ..inference.predictor import Predictor
 from ..progress import SILENT, Progress
@@ -45,6 +44,7 @@ BACKGROUND = 255
 TEXT_COLOR = (0, 0, 0)
 FONT, FONT_SCALE = cv2.FONT_HERSHEY_SIMPLEX, 0.45
 DEFAULT_TOP_K = 6
+FIGURE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 @dataclass
@@ -217,6 +217,7 @@ def explain_image(predictor: Predictor, image: Path, out: Path, *, top_k: int = 
     """``image_figure`` of an image file, written as a PNG to ``out``."""
     if top_k < 1:
         raise SparseInstError(f"top_k must be at least 1, got {top_k}", setting="top_k")
+    output_file(out, FIGURE_SUFFIXES)
     figure = image_figure(predictor, read_image(image), top_k=top_k, score_threshold=score_threshold)
     write_image(out, figure.grid)
     return figure
@@ -236,6 +237,7 @@ def explain_dataset(predictor: Predictor, dataset: CocoInstances, out: Path, *, 
                     progress: Progress = SILENT) -> DatasetMaps:
     """The mean maps of ``channels`` (default: all) over the dataset: a PNG at ``out`` and their
     statistics as JSON beside it."""
+    output_file(out, FIGURE_SUFFIXES)
     num_instances = predictor.recipe.model.decoder.num_instances
     channels = list(range(num_instances)) if channels is None else list(channels)
     bad = [c for c in channels if not 0 <= c < num_instances]
@@ -246,6 +248,5 @@ def explain_dataset(predictor: Predictor, dataset: CocoInstances, out: Path, *, 
     write_image(out, mean_maps_figure(means, channels, per_group))
     stats = map_statistics(means, channels)
     summary = out.with_suffix(".json")
-    text = json.dumps({"images": used, "channels": stats}, indent=2) + "\n"
-    atomic_write(summary, lambda tmp: tmp.write_text(text))
+    write_json(summary, {"images": used, "channels": stats})
     return DatasetMaps(used, failures, stats, out, summary)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,15 +22,21 @@ from components.postprocess import (
     MAX_DETECTIONS,  # COCO scores at most this many predictions per image
 )
 
-from ..data.datasets import CocoInstances
+from ..data.datasets import (
+    CocoInstances,
+    is_finite_number,
+    is_integer,
+    segmentation_problem,
+)
 from ..deploy.backends import ModelSource
-from ..errors import DatasetError, Notice, ResultsError
-from ..files import atomic_write, read_json
+from ..errors import Notice, ResultsError
+from ..files import read_json, write_json
 from ..inference.batches import DATASET_BATCH_SIZE, RESULTS_FILE, predict_dataset
 from ..inference.predictor import Predictor
 from ..progress import SILENT, Progress
 
 SUMMARY_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+MAX_NOTICES = 10  # ground-truth problems listed one by one; more are counted
 EVAL_FILE = "eval.json"
 IOU_50, IOU_75 = 0, 5  # indices of 0.50 and 0.75 in COCOeval's ten IoU thresholds (0.50:0.05:0.95)
 AREA_ALL, AREA_SMALL, AREA_MEDIUM, AREA_LARGE = 0, 1, 2, 3
@@ -55,24 +60,34 @@ class Evaluation:
     def save(self, out_dir: Path, *, with_results: bool = True) -> list[Path]:
         """Write ``eval.json`` (the metrics) and, with ``with_results``, ``results.json`` (the
         predictions) into ``out_dir``; returns the paths written."""
-        written = [(out_dir / EVAL_FILE, json.dumps(self.to_json(), indent=2) + "\n")]
+        written = [write_json(out_dir / EVAL_FILE, self.to_json())]
         if with_results:
-            written.append((out_dir / RESULTS_FILE, json.dumps(self.results)))
-        for path, text in written:
-            atomic_write(path, lambda tmp, text=text: tmp.write_text(text))
-        return [path for path, _ in written]
+            written.append(write_json(out_dir / RESULTS_FILE, self.results, indent=None))
+        return written
+
+
+def ground_truth_index(dataset: CocoInstances) -> COCO:
+    """pycocotools' index of what the dataset reader accepted (as training reads the file: bad
+    annotations skipped, NaN or negative areas and boxes recomputed, crowd regions kept)."""
+    coco = COCO()
+    coco.dataset = dataset.ground_truth()
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints as it goes
+        coco.createIndex()
+    return coco
 
 
 def load_ground_truth(annotations: str | Path) -> COCO:
-    """A COCO index of the annotations file (read quietly)."""
-    path = Path(annotations)
-    if not path.is_file():
-        raise DatasetError(f"{path}: no such annotations file")
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            return COCO(str(path))
-    except (json.JSONDecodeError, KeyError, TypeError, AssertionError) as exc:
-        raise DatasetError(f"{path}: not a COCO instances file ({type(exc).__name__}: {exc})") from None
+    """``ground_truth_index`` of an annotations file (its images are not needed)."""
+    return ground_truth_index(CocoInstances(annotations))
+
+
+def reader_notices(dataset: CocoInstances) -> list[Notice]:
+    """What the reader skipped or repaired in the ground truth, at most ``MAX_NOTICES`` lines."""
+    problems = dataset.summary.problems()
+    notices = [Notice(f"ground truth {dataset.annotations_file}: {p}") for p in problems[:MAX_NOTICES]]
+    if len(problems) > MAX_NOTICES:
+        notices.append(Notice(f"ground truth {dataset.annotations_file}: ... and {len(problems) - MAX_NOTICES} more"))
+    return notices
 
 
 def load_results(path: str | Path, ground_truth: COCO) -> list[dict]:
@@ -86,23 +101,26 @@ def load_results(path: str | Path, ground_truth: COCO) -> list[dict]:
 
 
 def check_results(results: list[Any], ground_truth: COCO, source: str = "results") -> None:
-    """Raise ``ResultsError`` for the first malformed record or unknown image/category id."""
+    """Raise ``ResultsError`` for the first prediction that cannot be scored: a missing field, an
+    image or category the ground truth lacks, a score that is not a finite number, or a mask that
+    is not a valid RLE of its image's size."""
     for position, record in enumerate(results):
+        where = f"{source}: prediction #{position}"
         if not isinstance(record, dict) or any(key not in record for key in RESULT_KEYS):
-            raise ResultsError(f"{source}: prediction #{position} needs {', '.join(RESULT_KEYS)}")
-        if record["image_id"] not in ground_truth.imgs:
-            raise ResultsError(f"{source}: prediction #{position} is for image id {record['image_id']!r}, "
-                               f"which the ground truth does not have")
-        if record["category_id"] not in ground_truth.cats:
-            raise ResultsError(f"{source}: prediction #{position} has category id {record['category_id']!r}, "
-                               f"which the ground truth does not have")
+            raise ResultsError(f"{where} needs {', '.join(RESULT_KEYS)}")
+        image_id, category_id, score = record["image_id"], record["category_id"], record["score"]
+        if not is_integer(image_id) or image_id not in ground_truth.imgs:
+            raise ResultsError(f"{where} is for image id {image_id!r}, which the ground truth does not have")
+        if not is_integer(category_id) or category_id not in ground_truth.cats:
+            raise ResultsError(f"{where} has category id {category_id!r}, which the ground truth does not have")
+        if not is_finite_number(score):
+            raise ResultsError(f"{where}: score must be a finite number, not {score!r}")
         segm = record["segmentation"]
-        if not (isinstance(segm, dict) and "counts" in segm and "size" in segm):
-            raise ResultsError(f"{source}: prediction #{position}: segmentation must be RLE (size, counts)")
-        image = ground_truth.imgs[record["image_id"]]
-        if list(segm["size"]) != [image["height"], image["width"]]:
-            raise ResultsError(f"{source}: prediction #{position}: mask size {segm['size']} differs from image "
-                               f"{record['image_id']} ({image['height']}x{image['width']})")
+        image = ground_truth.imgs[image_id]
+        problem = (segmentation_problem(segm, image["height"], image["width"]) if isinstance(segm, dict)
+                   else "segmentation must be RLE (size, counts)")
+        if problem:
+            raise ResultsError(f"{where} (image {image_id}): {problem}")
 
 
 def crowding_warnings(ground_truth: COCO, results: list[dict], image_ids: Sequence[int],
@@ -173,7 +191,7 @@ def _mean_percent(values: np.ndarray) -> float | None:
 def evaluate_model(predictor: Predictor, dataset: CocoInstances, batch_size: int = DATASET_BATCH_SIZE,
                    progress: Progress = SILENT) -> Evaluation:
     """Run ``predictor`` over ``dataset`` and score its predictions against the dataset's JSON."""
-    ground_truth = load_ground_truth(dataset.annotations_file)
+    ground_truth = ground_truth_index(dataset)
     scored = max(predictor.recipe.inference.max_detections, MAX_DETECTIONS)  # per image
     results, image_ids, failures = predict_dataset(predictor, dataset, batch_size, progress, task="eval")
     metrics = mask_ap(ground_truth, results, image_ids, scored)
@@ -194,12 +212,13 @@ def evaluate_dataset(model: ModelSource, annotations: Path, images: Path, batch_
 def evaluate_results(annotations: str | Path, results: str | Path | list[dict],
                      max_detections: int = MAX_DETECTIONS) -> Evaluation:
     """Score an existing results file (or list) on every image of the annotations file."""
-    ground_truth = load_ground_truth(annotations)
+    dataset = CocoInstances(annotations)
+    ground_truth = ground_truth_index(dataset)
     if isinstance(results, list):
         check_results(results, ground_truth)
     else:
         results = load_results(results, ground_truth)
     image_ids = ground_truth.getImgIds()
     metrics = mask_ap(ground_truth, results, image_ids, max_detections)
-    return Evaluation(metrics, results, image_ids, [], crowding_warnings(ground_truth, results, image_ids,
-                                                                          max_detections))
+    warnings = reader_notices(dataset) + crowding_warnings(ground_truth, results, image_ids, max_detections)
+    return Evaluation(metrics, results, image_ids, [], warnings)

@@ -8,7 +8,6 @@ number of reports. Drawing uses matplotlib's Agg canvas directly, so no global b
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from ..files import atomic_write
+from ..files import atomic_write, write_json
 from .tide import ERROR_LABELS, MAIN_ERRORS, SPECIAL_ERRORS, TideReport
 
 FIGURE_INCHES = (12.0, 4.5)
@@ -47,8 +46,7 @@ def save_summary_plot(reports: Mapping[str, TideReport], path: str | Path, *,
     names = ", ".join(f"{name}: AP50 {report.ap:.2f}" for name, report in reports.items())
     figure.suptitle(f"{title} (IoU {_thresholds(reports)}) | {names}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, format="png", dpi=DPI)
+    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=DPI))
     return path
 
 
@@ -78,6 +76,5 @@ def _thresholds(reports: Mapping[str, TideReport]) -> str:
 def save_tide(reports: Mapping[str, TideReport], out_dir: Path) -> tuple[Path, Path]:
     """Write ``tide.json`` (every report) and ``tide.png`` (the summary plot) into ``out_dir``."""
     report_path, plot_path = out_dir / "tide.json", out_dir / "tide.png"
-    text = json.dumps({name: r.to_json() for name, r in reports.items()}, indent=2) + "\n"
-    atomic_write(report_path, lambda tmp: tmp.write_text(text))
+    write_json(report_path, {name: r.to_json() for name, r in reports.items()})
     return report_path, save_summary_plot(reports, plot_path)

@@ -9,7 +9,6 @@ end-to-end time up to the hooks' own overhead and the small work between modules
 
 from __future__ import annotations
 
-import json
 import platform
 import statistics
 import time
@@ -27,7 +26,7 @@ from ..data.demo_data import render_image
 from ..data.images import pad_batch, read_image, typical_size
 from ..deploy.backends import Backend, ModelSource
 from ..errors import SparseInstError
-from ..files import atomic_write
+from ..files import write_json
 from ..inference.predictor import Batch, Predictor
 from ..progress import SILENT, Progress
 
@@ -198,8 +197,7 @@ class TimingReport:
                 "timings": [t.to_json() for t in self.timings]}
 
     def save(self, path: Path) -> Path:
-        atomic_write(path, lambda tmp: tmp.write_text(json.dumps(self.to_json(), indent=2) + "\n"))
-        return path
+        return write_json(path, self.to_json())
 
 
 def time_models(models: Sequence[ModelSource], sizes: Sequence[int], *, image: Path | None = None, batch: int = 1,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from importlib.metadata import version
 from typing import Annotated
 
@@ -14,13 +16,14 @@ from .commands.convert import convert
 from .commands.curves import curves
 from .commands.demo_data import demo_data
 from .commands.eval import eval_command
-from .commands.export import export_app
+from .commands.export import onnx
 from .commands.predict import predict
 from .commands.recipes import recipes
 from .commands.tide import tide
 from .commands.time import time_command
 from .commands.train import train
 from .commands.viz_iam import viz_iam
+from .console import user_errors
 
 app = typer.Typer(
     name="sparseinst",
@@ -29,18 +32,26 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-app.command()(train)
-app.command("demo-data")(demo_data)
-app.command()(predict)
-app.command("eval")(eval_command)
-app.command()(tide)
-app.command()(curves)
-app.command("time")(time_command)
+
+
+def guarded(command: Callable) -> Callable:
+    """The one place where a command's failures become one line and a documented exit code."""
+
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        with user_errors(kwargs.get("context")):
+            return command(*args, **kwargs)
+
+    return run
+
+
+for name, command in (("train", train), ("demo-data", demo_data), ("predict", predict), ("eval", eval_command),
+                      ("tide", tide), ("curves", curves), ("time", time_command), ("viz-iam", viz_iam),
+                      ("convert", convert), ("components", components_command), ("recipes", recipes)):
+    app.command(name)(guarded(command))
+export_app = typer.Typer(help="Export a checkpoint for deployment.", no_args_is_help=True)
+export_app.command("onnx")(guarded(onnx))
 app.add_typer(export_app, name="export")
-app.command("viz-iam")(viz_iam)
-app.command()(convert)
-app.command("components")(components_command)
-app.command()(recipes)
 
 
 def _show_version(value: bool) -> None:
@@ -57,6 +68,3 @@ def _root(
 ) -> None:
     """SparseInst real-time instance segmentation."""
 
-
-def main() -> None:
-    app()

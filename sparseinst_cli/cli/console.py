@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,6 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from ..errors import NothingToShow, Notice, RecipeError, SparseInstError, TrainingError
+from .exit_codes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE
 
 PIPED_WIDTH = 160  # tables written to a file or pipe keep their columns instead of folding at 80
 
@@ -19,9 +21,6 @@ if not console.is_terminal and "COLUMNS" not in os.environ:
     console.width = PIPED_WIDTH
 err_console = Console(stderr=True, soft_wrap=True)  # one message, one line
 
-EXIT_FAILED = 1  # the command ran but some of its work failed
-EXIT_USAGE = 2  # bad input: recipe, weights, files, arguments
-EXIT_INTERRUPTED = 130
 FAILED_WORK = (NothingToShow, TrainingError)  # the input was fine; the work found nothing or could not go on
 
 
@@ -55,9 +54,11 @@ def warn(notice: Notice | str, context: typer.Context | None = None) -> None:
 
 @contextmanager
 def user_errors(context: typer.Context | None = None, code: int = EXIT_USAGE) -> Iterator[None]:
-    """Report the library's errors (and a missing file) in one line, naming the flag of the
-    ``context``'s command that addresses it, and exit with ``code`` (``EXIT_FAILED`` when the
-    work found nothing or could not go on); Ctrl-C exits with ``EXIT_INTERRUPTED``."""
+    """Report what stops a command in one line, naming the file or the flag of the ``context``'s
+    command that addresses it, and exit with the documented code: ``code`` (bad input) for the
+    library's errors and for paths that do not fit (missing, a file where a folder belongs, no
+    permission); ``EXIT_FAILED`` when the work ran but could not finish (nothing found, a run
+    that cannot go on, a full disk or another I/O failure); ``EXIT_INTERRUPTED`` for Ctrl-C."""
     try:
         yield
     except RecipeError as exc:
@@ -70,7 +71,29 @@ def user_errors(context: typer.Context | None = None, code: int = EXIT_USAGE) ->
         raise fail(explained(str(exc), exc.setting, context), EXIT_FAILED) from None
     except SparseInstError as exc:
         raise fail(explained(str(exc), exc.setting, context), code) from None
-    except FileNotFoundError as exc:
-        raise fail(str(exc), code) from None
+    except OSError as exc:
+        message, bad_path = os_error_message(exc)
+        raise fail(message, code if bad_path else EXIT_FAILED) from None
     except KeyboardInterrupt:
         raise fail("interrupted", EXIT_INTERRUPTED) from None
+
+
+def os_error_message(exc: OSError) -> tuple[str, bool]:
+    """One line for an operating-system error, and whether it is a path that does not fit (bad
+    input) rather than a failure of the machine (a full disk, an I/O error)."""
+    where = exc.filename if exc.filename is not None else "a file"
+    if exc.errno == errno.ENOSPC:
+        return f"no space left on the device while writing {where}; nothing was left half-written", False
+    reasons = {
+        errno.ENOENT: "no such file or folder",
+        errno.ENOTDIR: "a part of this path is a file, not a folder",
+        errno.EISDIR: "is a folder, not a file",
+        errno.EEXIST: "already exists",
+        errno.EACCES: "permission denied",
+        errno.EPERM: "operation not permitted",
+        errno.EROFS: "read-only file system",
+        errno.ENAMETOOLONG: "file name too long",
+    }
+    if exc.errno in reasons:
+        return f"{where}: {reasons[exc.errno]}", True
+    return f"{where}: {exc.strerror or exc}", False

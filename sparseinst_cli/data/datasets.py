@@ -28,6 +28,7 @@ REQUIRED_KEYS = ("images", "annotations", "categories")
 IMAGE_FIELDS = ("id", "file_name", "height", "width")
 ANNOTATION_FIELDS = ("image_id", "category_id", "segmentation")
 MIN_POLYGON_COORDS = 6  # three points; pycocotools reads a 4-number "polygon" as a box
+POLYGON_REACH = 1.0  # vertices may lie this many image sizes outside the image (pycocotools crashes far out)
 
 
 class Sample(NamedTuple):
@@ -51,14 +52,16 @@ class DatasetSummary:
 
     images: int = 0  # usable images
     annotations: int = 0  # instances kept
-    crowd: int = 0  # iscrowd=1 annotations, left out of the targets
+    crowd: int = 0  # iscrowd=1 annotations, left out of the targets (kept for evaluation)
     empty_images: int = 0  # usable images without instances (kept)
     skipped_images: list[tuple[str, str]] = field(default_factory=list)  # (name, reason)
     skipped_annotations: list[tuple[str, str]] = field(default_factory=list)  # (name, reason)
+    repaired_annotations: list[tuple[str, str]] = field(default_factory=list)  # (name, what was recomputed)
 
     def problems(self) -> list[str]:
         """One line per skipped image or annotation."""
-        return [f"skipped {name}: {reason}" for name, reason in (*self.skipped_images, *self.skipped_annotations)]
+        return ([f"skipped {name}: {reason}" for name, reason in (*self.skipped_images, *self.skipped_annotations)]
+                + [f"repaired {name}: {what}" for name, what in self.repaired_annotations])
 
     def __str__(self) -> str:
         return (
@@ -77,15 +80,23 @@ class CocoInstances(Dataset):
 
     Records are pickled into one byte buffer (as detectron2 does), so DataLoader workers forked
     from the main process share it instead of copying it page by page through refcounts.
+
+    Without ``images`` only the annotations are read (image files are neither checked nor
+    loaded): what evaluation needs. ``ground_truth()`` gives the annotations that passed, crowd
+    regions included, as a COCO dict for pycocotools, so evaluation scores against exactly what
+    this reader accepts. Training sets skip keeping them (``keep_ground_truth=False``): they
+    would be copied into every DataLoader worker.
     """
 
-    def __init__(self, annotations: str | Path, images: str | Path, *, strict: bool = False) -> None:
+    def __init__(self, annotations: str | Path, images: str | Path | None = None, *, strict: bool = False,
+                 keep_ground_truth: bool = True) -> None:
         self.annotations_file = Path(annotations)
-        self.image_root = Path(images)
+        self.image_root = Path(images) if images is not None else None
         self.strict = strict
         self.summary = DatasetSummary()
+        self._evaluated: list[dict] | None = [] if keep_ground_truth else None  # accepted annotations, crowd too
         data = _read_json(self.annotations_file)
-        if not self.image_root.is_dir():
+        if self.image_root is not None and not self.image_root.is_dir():
             raise DatasetError(f"{self.image_root}: no such image folder (images of {self.annotations_file})")
         self.categories = self._read_categories(data["categories"])
         self.class_names: tuple[str, ...] = tuple(c["name"] for c in self.categories)
@@ -119,6 +130,8 @@ class CocoInstances(Dataset):
         one the JSON gives.
         """
         image_id, file_name, height, width, labels, segms = self._record(index)
+        if self.image_root is None:
+            raise DatasetError(f"{self.annotations_file}: read without an image folder; no image to load")
         path = self.image_root / file_name
         image = read_image(path)
         if image.shape[:2] != (height, width):
@@ -148,7 +161,7 @@ class CocoInstances(Dataset):
             raise DatasetError(f"{source}: no categories")
         by_id: dict[int, str] = {}
         for position, category in enumerate(categories):
-            if not (isinstance(category, dict) and _is_int(category.get("id")) and isinstance(category.get("name"), str)):
+            if not (isinstance(category, dict) and is_integer(category.get("id")) and isinstance(category.get("name"), str)):
                 raise DatasetError(f"{source}: category #{position} needs an integer 'id' and a string 'name'")
             if category["id"] in by_id:
                 raise DatasetError(f"{source}: category id {category['id']} appears twice")
@@ -169,13 +182,13 @@ class CocoInstances(Dataset):
                 self._skip(skipped, name, "missing " + ", ".join(repr(key) for key in missing))
                 continue
             image_id, file_name, height, width = (entry[key] for key in IMAGE_FIELDS)
-            if not _is_int(image_id) or not isinstance(file_name, str) or not file_name:
+            if not is_integer(image_id) or not isinstance(file_name, str) or not file_name:
                 self._skip(skipped, name, "'id' must be an integer and 'file_name' a non-empty string")
-            elif not (_is_int(height) and _is_int(width) and height > 0 and width > 0):
+            elif not (is_integer(height) and is_integer(width) and height > 0 and width > 0):
                 self._skip(skipped, name, f"height and width must be positive integers, not {height!r}, {width!r}")
             elif image_id in records:
                 self._skip(skipped, name, f"duplicate image id {image_id}")
-            elif not (self.image_root / file_name).is_file():
+            elif self.image_root is not None and not (self.image_root / file_name).is_file():
                 records[image_id] = None
                 self._skip(skipped, name, f"file not found: {self.image_root / file_name}")
             else:
@@ -192,34 +205,64 @@ class CocoInstances(Dataset):
                 self._skip(skipped, f"annotation #{position}", "not a JSON object")
                 continue
             ann_id = entry.get("id")
-            name = f"annotation {ann_id}" if _is_int(ann_id) else f"annotation #{position}"
+            name = f"annotation {ann_id}" if is_integer(ann_id) else f"annotation #{position}"
             image_id = entry.get("image_id")
             if "image_id" not in entry:
                 self._skip(skipped, name, "missing 'image_id'")
                 continue
-            if not _is_int(image_id) or image_id not in records:
+            if not is_integer(image_id) or image_id not in records:
                 self._skip(skipped, name, f"image id {image_id!r} not in images")
                 continue
             record = records[image_id]
             if record is None:
                 continue  # its image was skipped and reported
             name = f"{name} (image {record['file_name']!r})"
-            if entry.get("iscrowd", 0):
-                self.summary.crowd += 1
-                continue
             missing = [key for key in ANNOTATION_FIELDS if key not in entry]
             if missing:
                 self._skip(skipped, name, "missing " + ", ".join(repr(key) for key in missing))
                 continue
-            if not _is_int(entry["category_id"]) or entry["category_id"] not in labels:
+            if not is_integer(entry["category_id"]) or entry["category_id"] not in labels:
                 self._skip(skipped, name, f"unknown category id {entry['category_id']!r}")
                 continue
             problem = segmentation_problem(entry["segmentation"], record["height"], record["width"])
             if problem:
                 self._skip(skipped, name, problem)
                 continue
+            crowd = bool(entry.get("iscrowd", 0))
+            if self._evaluated is not None:
+                self._evaluated.append(self._evaluation_entry(entry, name, record, crowd))
+            if crowd:
+                self.summary.crowd += 1
+                continue
             record["labels"].append(labels[entry["category_id"]])
             record["segms"].append(entry["segmentation"])
+
+    def _evaluation_entry(self, entry: dict, name: str, record: dict, crowd: bool) -> dict:
+        """The annotation as pycocotools reads it, with a fresh id, and its area and box computed
+        from the mask when the file has none or gives one that is not finite and non-negative
+        (the area decides the size range; such a repair is reported)."""
+        height, width = record["height"], record["width"]
+        area, box = entry.get("area"), entry.get("bbox")
+        area_ok = is_finite_number(area) and area >= 0
+        box_ok = isinstance(box, list) and len(box) == 4 and all(is_finite_number(v) for v in box) and min(box[2:]) >= 0
+        if not (area_ok and box_ok):
+            rle = segmentation_rle(entry["segmentation"], height, width)
+            area = area if area_ok else float(mask_utils.area(rle))
+            box = box if box_ok else mask_utils.toBbox(rle).tolist()
+            repaired = [key for key, ok in (("area", area_ok), ("bbox", box_ok)) if not ok and key in entry]
+            if repaired:
+                self.summary.repaired_annotations.append((name, f"{' and '.join(repaired)} recomputed from the mask"))
+        return {"id": len(self._evaluated) + 1, "image_id": record["id"], "category_id": entry["category_id"],
+                "segmentation": entry["segmentation"], "area": area, "bbox": box, "iscrowd": int(crowd)}
+
+    def ground_truth(self) -> dict:
+        """The accepted images and annotations (crowd regions too) as a COCO instances dict."""
+        if self._evaluated is None:
+            return CocoInstances(self.annotations_file).ground_truth()
+        images = [dict(zip(("id", "file_name", "height", "width"), self.image_info(i))) for i in range(len(self))]
+        kept = {image["id"] for image in images}
+        return {"images": images, "annotations": [a for a in self._evaluated if a["image_id"] in kept],
+                "categories": [dict(c) for c in self.categories]}
 
 
 def decode_masks(segmentations: list, height: int, width: int) -> np.ndarray:
@@ -240,12 +283,16 @@ def segmentation_problem(segm: Any, height: int, width: int) -> str | None:
         if not segm:
             return "segmentation is empty"
         for polygon in segm:
-            if not isinstance(polygon, list) or not all(_is_finite(v) for v in polygon):
+            if not isinstance(polygon, list) or not all(is_finite_number(v) for v in polygon):
                 return "polygons must be lists of numbers"
             if len(polygon) < MIN_POLYGON_COORDS:
                 return f"polygon with fewer than {MIN_POLYGON_COORDS} coordinates ({len(polygon)})"
             if len(polygon) % 2:
                 return f"polygon with an odd number of coordinates ({len(polygon)})"
+            xs, ys = polygon[0::2], polygon[1::2]
+            if not (-POLYGON_REACH * width <= min(xs) and max(xs) <= (1 + POLYGON_REACH) * width
+                    and -POLYGON_REACH * height <= min(ys) and max(ys) <= (1 + POLYGON_REACH) * height):
+                return f"polygon coordinates far outside the {height}x{width} image"
         return None
     if not isinstance(segm, dict):
         return "segmentation is neither polygons nor RLE"
@@ -255,7 +302,7 @@ def segmentation_problem(segm: Any, height: int, width: int) -> str | None:
         return f"RLE size {segm['size']!r} disagrees with the image ({height}x{width})"
     counts = segm["counts"]
     if isinstance(counts, list):
-        if not all(_is_int(c) and c >= 0 for c in counts):
+        if not all(is_integer(c) and c >= 0 for c in counts):
             return "RLE counts must be non-negative integers"
     elif isinstance(counts, str):
         counts = _rle_string_counts(counts)
@@ -313,14 +360,14 @@ def _serialize(records: Any) -> tuple[np.ndarray, np.ndarray]:
 def _image_name(entry: Any, position: int) -> str:
     if isinstance(entry, dict) and isinstance(entry.get("file_name"), str):
         return f"image {entry['file_name']!r}"
-    if isinstance(entry, dict) and _is_int(entry.get("id")):
+    if isinstance(entry, dict) and is_integer(entry.get("id")):
         return f"image id {entry['id']}"
     return f"image #{position}"
 
 
-def _is_int(value: Any) -> bool:
+def is_integer(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_finite(value: Any) -> bool:
+def is_finite_number(value: Any) -> bool:
     return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)

@@ -23,6 +23,8 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from ..errors import DatasetError
+from ..files import output_folder, write_json
 from ..progress import SILENT, Progress
 from .coco import encode_rle, segmentation_rle
 from .images import write_image
@@ -31,6 +33,7 @@ DEMO_CLASSES: tuple[str, ...] = ("circle", "triangle", "square", "star")
 DEMO_SIZE: tuple[int, int] = (256, 256)  # (H, W)
 DEMO_TRAIN_IMAGES = 600
 DEMO_VAL_IMAGES = 100
+DEMO_DESCRIPTION = "SparseInst synthetic shapes"  # marks the JSON files demo-data wrote (and may rewrite)
 SPLITS: dict[str, int] = {"train": 0, "val": 1}  # split name -> code in the random stream's key
 
 # Image index i is empty when i % EMPTY_PERIOD == EMPTY_OFFSET: ~3% of images, and any split of
@@ -229,13 +232,28 @@ def _write_split(out: Path, split: str, count: int, seed: int, size: tuple[int, 
             annotations.append(annotation(mask, int(label), image_id, len(annotations) + 1))
         advance()
     coco = {
-        "info": {"description": "SparseInst synthetic shapes", "split": split, "seed": seed},
+        "info": {"description": DEMO_DESCRIPTION, "split": split, "seed": seed},
         "images": images,
         "annotations": annotations,
         "categories": [{"id": i + 1, "name": name} for i, name in enumerate(DEMO_CLASSES)],
     }
-    (out / f"{split}.json").write_text(json.dumps(coco, separators=(",", ":")))
+    write_json(out / f"{split}.json", coco, indent=None)
     return len(annotations)
+
+
+def _refuse_other_data(out: Path) -> None:
+    """Stop before overwriting a dataset that demo-data did not write (a user's own files)."""
+    for split in ("train", "val"):
+        path = out / f"{split}.json"
+        if not path.exists():
+            continue
+        try:
+            info = json.loads(path.read_text()).get("info", {})
+        except (OSError, ValueError, AttributeError):
+            info = {}
+        if not isinstance(info, dict) or info.get("description") != DEMO_DESCRIPTION:
+            raise DatasetError(f"{path}: exists and was not written by demo-data; choose another folder",
+                               setting="out")
 
 
 def generate_demo_dataset(out: Path, *, train_images: int = DEMO_TRAIN_IMAGES, val_images: int = DEMO_VAL_IMAGES,
@@ -247,8 +265,8 @@ def generate_demo_dataset(out: Path, *, train_images: int = DEMO_TRAIN_IMAGES, v
     overwritten; files from an earlier, larger generation are left in place but not listed in
     the JSON.
     """
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(Path(out))
+    _refuse_other_data(out)
     progress.start("demo-data", train_images + val_images)
     train_instances = _write_split(out, "train", train_images, seed, size, progress.advance)
     val_instances = _write_split(out, "val", val_images, seed, size, progress.advance)

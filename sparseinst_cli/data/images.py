@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -10,33 +11,62 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import Tensor
 
 from ..errors import ImageError
+from ..files import atomic_write
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 TYPICAL_ASPECT = 4 / 3  # landscape, as COCO's typical 640 x 853 test image
+MAX_IMAGE_PIXELS = 1 << 27  # 134 M pixels (e.g. 11585 x 11585): decoding more could exhaust memory
+MAX_PIXELS_VARIABLE = "SPARSEINST_MAX_IMAGE_PIXELS"
+
+
+def max_image_pixels() -> int:
+    """The largest image (height x width) read, ``SPARSEINST_MAX_IMAGE_PIXELS`` or the default."""
+    value = os.environ.get(MAX_PIXELS_VARIABLE, "")
+    return int(value) if value.isdigit() and int(value) > 0 else MAX_IMAGE_PIXELS
+
+
+def header_size(path: Path) -> tuple[int, int] | None:
+    """(height, width) from the file's header, without decoding it; None if Pillow cannot tell."""
+    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # the size is checked by the caller
+    try:
+        with Image.open(path) as image:
+            return image.height, image.width
+    except (OSError, ValueError, SyntaxError):
+        return None
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """An RGB uint8 array (H, W, 3); grayscale and alpha images are converted."""
+    """An RGB uint8 array (H, W, 3); grayscale and alpha images are converted. Images larger than
+    ``max_image_pixels()`` are refused from their header, before decoding."""
     path = Path(path)
     if not path.is_file():
-        raise ImageError(f"{path}: no such file")
+        raise ImageError(f"{path}: no such file" if not path.is_dir() else f"{path}: is a folder, not an image")
+    size = header_size(path)
+    if size is not None and size[0] * size[1] > max_image_pixels():
+        raise ImageError(f"{path}: {size[0]}x{size[1]} is larger than the {max_image_pixels():,} pixels read at most "
+                         f"(raise it with the environment variable {MAX_PIXELS_VARIABLE})")
     data = np.fromfile(path, dtype=np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if image is None:
+    try:
+        image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    except cv2.error as exc:
+        raise ImageError(f"{path}: not a readable image ({str(exc).strip().splitlines()[-1]})") from None
+    if image is None or min(image.shape[:2]) == 0:
         raise ImageError(f"{path}: not a readable image (corrupt or unsupported format)")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 def write_image(path: str | Path, rgb: np.ndarray) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     ok, encoded = cv2.imencode(path.suffix or ".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     if not ok:
         raise ImageError(f"{path}: cannot encode image")
-    encoded.tofile(path)
+    atomic_write(path, encoded.tofile)
 
 
 def collect_images(inputs: Iterable[str | Path]) -> tuple[list[Path], list[str]]:
@@ -67,7 +97,7 @@ def resized_shape(height: int, width: int, short_side: int, max_side: int) -> tu
     if max(new_h, new_w) > max_side:
         scale = max_side / max(new_h, new_w)
         new_h, new_w = new_h * scale, new_w * scale
-    return int(new_h + 0.5), int(new_w + 0.5)
+    return max(1, int(new_h + 0.5)), max(1, int(new_w + 0.5))  # a 1 x 4000 strip keeps one row
 
 
 def typical_size(short_side: int, max_side: int) -> tuple[int, int]:

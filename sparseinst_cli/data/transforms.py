@@ -140,9 +140,10 @@ class TrainingSet(Dataset):
 
     The sample is ``transform(dataset.load(index), np.random.default_rng(seed))``, so a sampler
     that hands out ``(index, seed)`` pairs fixes every sample exactly. When the image is
-    unreadable (ImageError): with ``strict`` the error is raised; otherwise the next indices are
-    tried in turn (same seed, at most ``MAX_SUBSTITUTES``) and each error message, which names
-    the file, is recorded in the sample's ``skipped`` for the main process to report.
+    unreadable or cannot be augmented: with ``strict`` an ImageError is raised; otherwise the next
+    indices are tried in turn (same seed, at most ``MAX_SUBSTITUTES``) and each error message,
+    which names the file, is recorded in the sample's ``skipped`` for the main process to report,
+    so that a run always gets past a bad image.
     """
 
     def __init__(self, dataset: CocoInstances, transform: TrainTransform, strict: bool = False) -> None:
@@ -159,15 +160,23 @@ class TrainingSet(Dataset):
         index, seed = key
         skipped: list[str] = []
         for attempt in range(min(MAX_SUBSTITUTES, len(self.dataset))):
+            position = (index + attempt) % len(self.dataset)
             try:
-                sample = self.dataset.load((index + attempt) % len(self.dataset))
-            except ImageError as exc:
+                sample = self.dataset.load(position)
+                augmented = self.transform(sample, np.random.default_rng(seed))
+            except (ImageError, ValueError, cv2.error) as exc:
                 if self.strict:
-                    raise
-                skipped.append(str(exc))
+                    raise ImageError(_one_line(exc, self.dataset.image_info(position).file_name)) from None
+                skipped.append(_one_line(exc, self.dataset.image_info(position).file_name))
                 continue
-            return self.transform(sample, np.random.default_rng(seed))._replace(skipped=tuple(skipped))
+            return augmented._replace(skipped=tuple(skipped))
         raise ImageError(f"{len(skipped)} images in a row are unreadable; the first: {skipped[0]}")
+
+
+def _one_line(exc: Exception, file_name: str) -> str:
+    """The error as one line that names the image."""
+    message = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+    return message if isinstance(exc, ImageError) else f"{file_name}: cannot be augmented ({message})"
 
 
 def collate(

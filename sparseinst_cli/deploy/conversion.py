@@ -20,7 +20,7 @@ from components.pretrained import (
 from ..builder import build_model
 from ..checkpoint import save_checkpoint
 from ..data.coco import default_categories
-from ..files import atomic_write
+from ..files import atomic_write, output_file
 from ..recipe import Recipe
 
 BACKBONE_FORMAT = "sparseinst-backbone"
@@ -41,7 +41,8 @@ def convert_checkpoint(source: str | Path, output: str | Path, recipe: Recipe) -
     Strict: every key of the model must be filled, and no key of the source may be left over
     (the ImageNet classifier and BN counters excepted).
     """
-    source, output = Path(source), Path(output)
+    source = Path(source)
+    output = output_file(Path(output), (".safetensors",), setting="output", inputs=[source])
     state = read_state_dict(source)
     layout = detect_layout(list(state))
     if layout == "official":

@@ -31,7 +31,7 @@ from components import SparseInst
 from ..checkpoint import load_model
 from ..data.images import typical_size
 from ..errors import ExportError
-from ..files import atomic_write
+from ..files import atomic_write, output_file
 from ..inference.fast_path import fold_frozen_batch_norm
 from ..inference.onnx_runtime import (
     METADATA_CATEGORIES,
@@ -73,6 +73,7 @@ def export_onnx(weights: str | Path, out: str | Path, *, dynamic: bool = False,
     ``size`` (H, W, multiples of 32) is the example input, by default the recipe's test size for a
     4:3 image. With ``dynamic`` the batch, H and W are free (H and W multiples of 32).
     """
+    out = output_file(Path(out), (".onnx",), inputs=[Path(weights)])
     model, checkpoint = load_model(weights)
     fold_frozen_batch_norm(model)
     height, width = size or example_size(checkpoint.recipe)
@@ -96,8 +97,6 @@ def export_onnx(weights: str | Path, out: str | Path, *, dynamic: bool = False,
         METADATA_CATEGORIES: json.dumps(checkpoint.categories),
         METADATA_OUTPUTS: OUTPUTS_DOC,
     })
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, lambda tmp: program.save(str(tmp)))
     return out
 

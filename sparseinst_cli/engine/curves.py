@@ -16,7 +16,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from ..errors import RunFilesError
-from ..files import atomic_write
+from ..files import atomic_write, output_file
 from .run_log import METRICS_FILE
 
 CURVES_FILE = "curves.png"
@@ -53,8 +53,8 @@ def read_metrics(run_dir: str | Path) -> tuple[dict[str, list[tuple[int, float]]
 
 def save_curves(run_dir: str | Path, path: str | Path | None = None) -> Path:
     """Draw the curves of the run in ``run_dir`` to ``path`` (default ``run_dir/curves.png``)."""
+    path = output_file(Path(path) if path is not None else Path(run_dir) / CURVES_FILE, (".png",))
     series, evaluations = read_metrics(run_dir)
-    path = Path(path) if path is not None else Path(run_dir) / CURVES_FILE
     figure = Figure(figsize=FIGURE_INCHES, dpi=DPI, layout="constrained")
     FigureCanvasAgg(figure)
     loss_axes, lr_axes, ap_axes = figure.subplots(1, 3, width_ratios=(2, 1, 1), sharex=True)

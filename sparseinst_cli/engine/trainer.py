@@ -17,6 +17,7 @@ Both checkpoint files are written atomically; an interrupted run never leaves a 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
 import signal
@@ -24,6 +25,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,12 +40,12 @@ from components.losses import Target, downsample_target_masks
 
 from ..analysis.coco_eval import EVAL_FILE, evaluate_model
 from ..builder import build_model
-from ..checkpoint import save_checkpoint
+from ..checkpoint import read_checkpoint, save_checkpoint
 from ..data.datasets import CocoInstances
 from ..data.sampler import TrainingStream
 from ..data.transforms import Collate, TrainBatch, TrainingSet, TrainTransform
-from ..errors import RecipeError, TrainingError
-from ..files import atomic_write
+from ..errors import RecipeError, RunFilesError, SparseInstError, TrainingError
+from ..files import atomic_write, remove_stale_temporaries, write_json
 from ..inference.predictor import INFERENCE_DTYPES, Predictor
 from ..progress import SILENT, Progress
 from ..recipe import Recipe
@@ -51,13 +53,15 @@ from .calibration import calibrate
 from .curves import save_curves
 from .distributed import Process, all_reduce_sum, barrier, broadcast_from_main
 from .ema import ModelEMA
-from .run_log import RunLog
+from .run_log import METRICS_FILE, RunLog
 from .solver import build_optimizer, build_scheduler, resolve_solver
 from .transfer import TransferReport, initialize_from
 
 STATE_FILE = "last.pt"
 MODEL_FILE = "model.safetensors"
 RECIPE_FILE = "recipe.json"
+WORKER_TRACEBACK = "Original Traceback"  # how torch marks an exception re-raised from a worker
+STATE_KEYS = ("step", "model", "optimizer", "scheduler", "scaler", "rng", "cuda_rng", "dataset_size")
 
 
 @dataclass
@@ -67,29 +71,35 @@ class TrainResult:
     interrupted: bool = False
     metrics: dict[str, Any] = field(default_factory=dict)
     skipped_images: list[str] = field(default_factory=list)
+    stopped_by: str | None = None  # the signal that interrupted the run ("SIGINT", "SIGTERM")
     is_main: bool = True  # the process that wrote the files (under torchrun, rank 0)
 
 
 class StopRequest:
-    """Ctrl-C asks the run to stop after the current step (it then saves); a second one aborts."""
+    """Ctrl-C (SIGINT) or SIGTERM (``docker stop``, Kubernetes, SLURM preemption) asks the run to
+    stop after the current step; it then saves. A second Ctrl-C aborts at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
         self.requested = False
-        self._previous = None
+        self.signal: str | None = None  # the name of the signal that asked, e.g. "SIGTERM"
+        self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> StopRequest:
         if _in_main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._previous = {signum: signal.signal(signum, self._handle) for signum in self.SIGNALS}
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
 
     def _handle(self, signum: int, frame: object) -> None:
-        if self.requested:
+        if self.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.requested = True
+        self.signal = self.signal or signal.Signals(signum).name
 
 
 def _in_main_thread() -> bool:
@@ -124,7 +134,8 @@ class Trainer:
             raise RecipeError("data", ["data.train: a training recipe needs [data.train] annotations and images"])
         self.process, self.out_dir, self.strict = process, Path(out_dir), strict
         self.device = process.device
-        self.train_set = CocoInstances(recipe.data.train.annotations, recipe.data.train.images, strict=strict)
+        self.train_set = CocoInstances(recipe.data.train.annotations, recipe.data.train.images, strict=strict,
+                                       keep_ground_truth=False)
         self.val_set = (CocoInstances(recipe.data.val.annotations, recipe.data.val.images, strict=strict)
                         if recipe.data.val is not None else None)
         recipe = with_dataset_classes(recipe, self.train_set)
@@ -188,33 +199,36 @@ class Trainer:
         }
 
     def save(self) -> None:
-        """Write ``last.pt`` and ``model.safetensors`` (main process only), atomically."""
+        """Write ``model.safetensors`` and ``last.pt`` (main process only), each atomically. A
+        kill between the two leaves them a checkpoint apart; ``resume`` brings them level."""
         if self.process.is_main:
+            self._save_model()
             state = self.state_dict()
             atomic_write(self.state_path, lambda tmp: torch.save(state, tmp))
-            extra = {"step": str(self.step), "weights": "ema" if self.ema is not None else "live"}
-            save_checkpoint(self.out_dir / MODEL_FILE, self.inference_model, self.recipe, self.categories, extra)
         barrier(self.process)
+
+    def _save_model(self) -> None:
+        extra = {"step": str(self.step), "weights": "ema" if self.ema is not None else "live"}
+        save_checkpoint(self.out_dir / MODEL_FILE, self.inference_model, self.recipe, self.categories, extra)
 
     def resume(self) -> None:
         """Continue from ``last.pt``: weights, optimizer, schedule, scaler, step and RNG."""
-        if not self.state_path.is_file():
-            raise TrainingError(f"{self.state_path}: nothing to resume from (no checkpoint in {self.out_dir})")
-        try:
-            state = torch.load(self.state_path, map_location=self.device, weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any unreadable state is the same user error
-            raise TrainingError(f"{self.state_path}: cannot read the training state ({exc})") from None
+        state = self._read_state()
         if state["dataset_size"] != len(self.train_set):
-            raise TrainingError(f"{self.state_path}: saved for {state['dataset_size']} training images, "
+            raise RunFilesError(f"{self.state_path}: saved for {state['dataset_size']} training images, "
                                 f"the data now has {len(self.train_set)}")
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
-        if self.ema is not None:
-            if state.get("ema") is None:
-                raise TrainingError(f"{self.state_path}: saved without EMA weights; resume with train.ema=false")
-            self.ema.load_state_dict(state["ema"])
+        if self.ema is not None and state.get("ema") is None:
+            raise RunFilesError(f"{self.state_path}: saved without EMA weights; resume with train.ema=false")
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.scaler.load_state_dict(state["scaler"])
+            if self.ema is not None:
+                self.ema.load_state_dict(state["ema"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+            raise RunFilesError(f"{self.state_path}: does not fit this run's model and solver (was the model "
+                                f"changed with --set since?): {str(exc).splitlines()[0]}") from None
         torch.set_rng_state(state["rng"].cpu())
         if self.device.type == "cuda" and state["cuda_rng"].numel():
             torch.cuda.set_rng_state(state["cuda_rng"].cpu(), self.device)
@@ -222,6 +236,34 @@ class Trainer:
         self.calibrated = bool(state.get("calibrated", True))
         window = state.get("loss_window", {"steps": 0, "sums": {}})
         self.loss_window, self.loss_window_steps = dict(window["sums"]), int(window["steps"])
+        if self.process.is_main:
+            self._level_run_files()
+
+    def _read_state(self) -> dict[str, Any]:
+        """``last.pt``, checked to be a training state with every entry ``resume`` reads."""
+        if not self.state_path.is_file():
+            raise RunFilesError(f"{self.state_path}: nothing to resume from (no checkpoint in {self.out_dir})")
+        try:
+            state = torch.load(self.state_path, map_location=self.device, weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - text, truncated or foreign files raise many types
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise RunFilesError(f"{self.state_path}: not a readable training state ({reason})") from None
+        missing = [key for key in STATE_KEYS if not isinstance(state, dict) or key not in state]
+        if missing:
+            raise RunFilesError(f"{self.state_path}: not a complete training state (missing {', '.join(missing)})")
+        return state
+
+    def _level_run_files(self) -> None:
+        """After a kill: ``model.safetensors`` at the resumed step, no metrics from beyond it."""
+        model_step = None
+        with contextlib.suppress(Exception):  # a missing or broken model file is simply rewritten
+            model_step = int(read_checkpoint(self.out_dir / MODEL_FILE).metadata.get("step", -1))
+        if model_step != self.step:
+            self._save_model()
+        metrics = self.out_dir / METRICS_FILE
+        if metrics.is_file():
+            kept = [line for line in metrics.read_text().splitlines() if _logged_step(line) <= self.step]
+            atomic_write(metrics, lambda tmp: tmp.write_text("".join(f"{line}\n" for line in kept)))
 
     @property
     def inference_model(self) -> torch.nn.Module:
@@ -231,8 +273,8 @@ class Trainer:
     def write_run_files(self) -> None:
         if not self.process.is_main:
             return
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        (self.out_dir / RECIPE_FILE).write_text(json.dumps(self.recipe.dump(), indent=2) + "\n")
+        remove_stale_temporaries(self.out_dir)
+        write_json(self.out_dir / RECIPE_FILE, self.recipe.dump())
         run = {
             "sparseinst": _package_version(),
             "git_commit": _git_commit(),
@@ -252,7 +294,7 @@ class Trainer:
             started = json.loads(previous.read_text()).get("init_from")
             if started is not None:
                 run["init_from"] = started
-        (self.out_dir / "run.json").write_text(json.dumps(run, indent=2) + "\n")
+        write_json(self.out_dir / "run.json", run)
 
     # ---------------------------------------------------------------- data
     def loader(self) -> DataLoader:
@@ -363,8 +405,9 @@ class Trainer:
             while self.step < solver.max_iter:
                 if self._stop_everywhere(stop is not None and stop.requested):
                     result.interrupted = True
+                    result.stopped_by = getattr(stop, "signal", None)
                     break
-                micro_batches = [next(batches) for _ in range(solver.accumulate)]
+                micro_batches = _next_batches(batches, solver.accumulate)
                 if not self.calibrated:
                     self._calibrate(micro_batches[0])
                 for batch in micro_batches:
@@ -402,8 +445,27 @@ class Trainer:
             result.metrics = metrics
             log.write({"step": self.step, "eval": {k: v for k, v in metrics.items() if k != "failures"}})
             if self.process.is_main:
-                (self.out_dir / EVAL_FILE).write_text(json.dumps({"step": self.step, **metrics}, indent=2) + "\n")
+                write_json(self.out_dir / EVAL_FILE, {"step": self.step, **metrics})
                 self.progress.note(f"step {self.step}: mask AP {metrics['AP']}  AP50 {metrics['AP50']}  AP75 {metrics['AP75']}")
+
+
+def _next_batches(batches: Iterator[TrainBatch], count: int) -> list[TrainBatch]:
+    """``count`` batches; an error a DataLoader worker raised comes back as its own one line
+    (torch adds the worker's traceback to the message)."""
+    try:
+        return [next(batches) for _ in range(count)]
+    except SparseInstError as exc:
+        if WORKER_TRACEBACK not in str(exc):
+            raise
+        raise type(exc)(str(exc).strip().splitlines()[-1].split(": ", 1)[-1]) from None
+
+
+def _logged_step(line: str) -> float:
+    """The step of a ``metrics.jsonl`` line (infinite for a line cut short by a kill)."""
+    try:
+        return float(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return float("inf")
 
 
 def _package_version() -> str:

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..errors import RunFilesError, SparseInstError
-from ..files import read_json
+from ..files import output_folder, read_json
 from ..progress import SILENT, Progress
 from ..recipe import Recipe, load_recipe, recipe_from_data
 from .distributed import start_process, stop_process
@@ -36,6 +36,7 @@ def train(recipe: str | Path | None, out_dir: Path, *, overrides: Sequence[str] 
     if (out_dir / STATE_FILE).is_file() and not resume:
         raise SparseInstError(f"{out_dir} already holds a run; resume it or choose another directory",
                               setting="resume")
+    output_folder(out_dir)
     overrides = [*overrides, *([f'model.init_from="{init_from}"'] if init_from is not None else []),
                  *(["model.init_strict=true"] if init_strict else [])]
     process = start_process(device)

@@ -3,7 +3,6 @@ results and a summary as JSON) and the images of a COCO dataset."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -15,6 +14,7 @@ from ..data.coco import coco_results
 from ..data.datasets import CocoInstances
 from ..data.images import read_image, write_image
 from ..errors import ImageError
+from ..files import output_folder, write_json
 from ..progress import SILENT, Progress
 from .drawing import SHOW_THRESHOLD, draw_instances
 from .predictor import Predictor
@@ -58,7 +58,7 @@ def predict_files(
     progress: Progress = SILENT,
 ) -> PredictReport:
     """Predict each image; a missing or corrupt image is recorded, reported and skipped."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    output_folder(out_dir)
     progress.start("predict", len(paths))
     report = PredictReport()
     results: list[dict] = []
@@ -72,6 +72,8 @@ def predict_files(
             entry.milliseconds = (time.perf_counter() - start) * 1000
         except ImageError as exc:
             entry.error = str(exc)
+        except (ValueError, RuntimeError) as exc:  # an image the network cannot take: the others go on
+            entry.error = f"{path}: cannot be predicted ({str(exc).splitlines()[0]})"
         else:
             entry.height, entry.width = image.shape[:2]
             entry.instances = len(instances)
@@ -87,14 +89,14 @@ def predict_files(
         progress.advance()
     progress.stop()
     report.results_path = out_dir / RESULTS_FILE
-    report.results_path.write_text(json.dumps(results))
+    write_json(report.results_path, results, indent=None)
     report.summary_path = out_dir / SUMMARY_FILE
-    report.summary_path.write_text(json.dumps({
+    write_json(report.summary_path, {
         "categories": predictor.categories,
         "show_threshold": show_threshold,
         "images": [asdict(r) for r in report.images],
         "failed": len(report.failures),
-    }, indent=2))
+    })
     return report
 
 

@@ -9,7 +9,7 @@ import typer
 
 from ...deploy.conversion import convert_checkpoint
 from ...recipe import load_recipe
-from ..console import console, user_errors
+from ..console import console
 from ..options import Overrides
 
 
@@ -29,7 +29,6 @@ def convert(
       sparseinst convert sparse_inst_r50_giam_aug.pth r50_giam.safetensors --recipe r50_giam
       sparseinst convert resnet50-0676ba61.pth r50_imagenet.safetensors --recipe r50_giam
     """
-    with user_errors(context):
-        report = convert_checkpoint(source, output, load_recipe(recipe, overrides or []))
+    report = convert_checkpoint(source, output, load_recipe(recipe, overrides or []))
     kind = "SparseInst checkpoint" if report.layout == "official" else "backbone weights"
     console.print(f"wrote {kind} {report.output} ({report.tensors} tensors, {report.values:,} values) from {report.source}")

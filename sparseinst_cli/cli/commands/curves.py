@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from ...engine.curves import CURVES_FILE, save_curves
-from ..console import console, user_errors
+from ..console import console
 
 
 def curves(
@@ -24,6 +24,5 @@ def curves(
       sparseinst curves runs/demo
       sparseinst curves runs/demo --out demo_curves.png
     """
-    with user_errors(context):
-        path = save_curves(run_dir, out)
+    path = save_curves(run_dir, out)
     console.print(f"wrote {path}")

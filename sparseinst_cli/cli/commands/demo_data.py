@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from ...data.demo_data import DEMO_TRAIN_IMAGES, DEMO_VAL_IMAGES, generate_demo_dataset
-from ..console import console, user_errors
+from ..console import console
 from ..progress import ProgressBar
 
 
@@ -25,7 +25,7 @@ def demo_data(
     Examples:
       sparseinst demo-data data/demo && sparseinst train demo --out runs/demo
     """
-    with user_errors(context), ProgressBar() as progress:
+    with ProgressBar() as progress:
         dataset = generate_demo_dataset(out, train_images=train_images, val_images=val_images, seed=seed,
                                         progress=progress)
     console.print(f"wrote {dataset.train_images} training images ({dataset.train_instances} instances) and "

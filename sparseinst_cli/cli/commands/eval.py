@@ -11,9 +11,10 @@ from components.postprocess import MAX_DETECTIONS
 
 from ...analysis.coco_eval import evaluate_dataset, evaluate_results
 from ...deploy.backends import Backend, ModelSource
+from ...files import output_folder
 from ...inference.batches import DATASET_BATCH_SIZE
 from ...inference.predictor import Precision
-from ..console import console, err_console, fail, user_errors, warn
+from ..console import console, err_console, fail, warn
 from ..options import (
     RUNS,
     BackendOption,
@@ -65,8 +66,9 @@ def eval_command(
         raise fail("give exactly one of --weights (run a model) or --results (score a results file)")
     if weights is not None and images is None:
         raise fail("--weights needs --images, the folder of the images in --data")
+    output_folder(out)
     resize = [f"input.min_size_test={size}"] * bool(size) + [f"input.max_size_test={max_size}"] * bool(max_size)
-    with user_errors(context), ProgressBar() as progress:
+    with ProgressBar() as progress:
         if results is not None:
             evaluation = evaluate_results(data, results, max_detections)
         else:

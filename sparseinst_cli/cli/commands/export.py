@@ -9,9 +9,7 @@ import typer
 
 from ...deploy.onnx_export import export_onnx
 from ...inference.onnx_runtime import OUTPUT_NAMES
-from ..console import console, err_console, fail, user_errors
-
-export_app = typer.Typer(help="Export a checkpoint for deployment.", no_args_is_help=True)
+from ..console import console, err_console, fail
 
 
 def parse_size(text: str | None) -> tuple[int, int] | None:
@@ -24,7 +22,6 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
     return height, width
 
 
-@export_app.command("onnx")
 def onnx(
     context: typer.Context,
     weights: Annotated[Path, typer.Option("--weights", "-w", help="Native checkpoint (.safetensors).",
@@ -52,7 +49,6 @@ def onnx(
         raise fail("--batch must be at least 1")
     target = out or weights.with_suffix(".onnx")
     err_console.print(f"exporting {weights} to ONNX (this takes a minute for a ResNet-50) ...")
-    with user_errors(context):
-        path = export_onnx(weights, target, dynamic=dynamic, size=parse_size(size), batch=batch)
+    path = export_onnx(weights, target, dynamic=dynamic, size=parse_size(size), batch=batch)
     console.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB; outputs {', '.join(OUTPUT_NAMES)}"
                   f"{'; dynamic batch, height and width' if dynamic else ''})")

@@ -13,7 +13,8 @@ from ...inference.batches import predict_files
 from ...inference.drawing import SHOW_THRESHOLD
 from ...inference.predictor import Precision
 from ...resources import sample_images
-from ..console import EXIT_FAILED, console, err_console, fail, user_errors
+from ..console import console, err_console, fail
+from ..exit_codes import EXIT_FAILED
 from ..options import (
     RUNS,
     BackendOption,
@@ -55,19 +56,18 @@ def predict(
       sparseinst predict --recipe demo --out runs/try
       sparseinst predict photos/ --weights model.onnx --backend onnxruntime
     """
-    with user_errors(context):
-        paths, problems = collect_images(inputs) if inputs else (sample_images(), [])
-        predictor = ModelSource(weights, recipe, device=device, overrides=tuple(overrides or []), backend=backend,
-                                fast=fast, dtype=dtype, seed=seed).open()
-        if recipe is not None:
-            err_console.print(f"[yellow]note:[/] recipe '{recipe}' with random weights: predictions are meaningless")
-        for problem in problems:
-            err_console.print(f"[red]skipped:[/] {problem}")
-        if not paths:
-            raise fail("no images to predict")
-        with ProgressBar() as progress:
-            report = predict_files(predictor, paths, out, show_threshold=show_threshold, overlays=overlays,
-                                   progress=progress)
+    paths, problems = collect_images(inputs) if inputs else (sample_images(), [])
+    predictor = ModelSource(weights, recipe, device=device, overrides=tuple(overrides or []), backend=backend,
+                            fast=fast, dtype=dtype, seed=seed).open()
+    if recipe is not None:
+        err_console.print(f"[yellow]note:[/] recipe '{recipe}' with random weights: predictions are meaningless")
+    for problem in problems:
+        err_console.print(f"[red]skipped:[/] {problem}")
+    if not paths:
+        raise fail("no images to predict")
+    with ProgressBar() as progress:
+        report = predict_files(predictor, paths, out, show_threshold=show_threshold, overlays=overlays,
+                               progress=progress)
     console.print(predictions_table(report, show_threshold))
     console.print(f"results: {report.results_path}  summary: {report.summary_path}")
     failed = len(report.failures) + len(problems)

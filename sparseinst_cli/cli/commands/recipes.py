@@ -9,7 +9,7 @@ import typer
 
 from ...recipe import load_recipe
 from ...resources import builtin_recipe_names
-from ..console import console, user_errors
+from ..console import console
 from ..options import Overrides
 
 
@@ -23,6 +23,5 @@ def recipes(
         for recipe in builtin_recipe_names():
             console.print(recipe)
         return
-    with user_errors(context):
-        recipe = load_recipe(name, overrides or [])
+    recipe = load_recipe(name, overrides or [])
     console.print_json(json.dumps(recipe.dump()))

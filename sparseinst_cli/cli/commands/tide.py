@@ -10,8 +10,9 @@ import typer
 from ...analysis.tide import BACKGROUND_THRESHOLD, POS_THRESHOLD, analyse_runs
 from ...analysis.tide_plot import save_tide
 from ...deploy.backends import ModelSource
+from ...files import output_folder
 from ...inference.batches import DATASET_BATCH_SIZE
-from ..console import console, fail, user_errors
+from ..console import console, fail
 from ..options import RUNS, BatchOption, DataOption, DeviceOption, ImagesOption
 from ..progress import ProgressBar
 from ..tables import tide_table
@@ -47,7 +48,8 @@ def tide(
     """
     if bool(results) == bool(weights):
         raise fail("give one or more --results files, or one or more --weights with --images")
-    with user_errors(context), ProgressBar() as progress:
+    output_folder(out)
+    with ProgressBar() as progress:
         models = [ModelSource(path, device=device) for path in weights or []]
         reports = analyse_runs(data, results=results or [], models=models, images=images,
                                names=[n.strip() for n in names.split(",")] if names else None,

@@ -9,8 +9,9 @@ import typer
 
 from ...analysis.timing import time_models
 from ...deploy.backends import Backend, ModelSource
+from ...files import output_folder
 from ...inference.predictor import Precision
-from ..console import console, fail, user_errors
+from ..console import console, fail
 from ..options import RUNS, BackendOption, DeviceOption, DtypeOption, Overrides
 from ..progress import ProgressBar
 from ..tables import timing_table
@@ -63,7 +64,8 @@ def time_command(
         raise fail("give --recipe or --weights (and optionally --compare others)")
     options = {"device": device, "overrides": tuple(overrides or []), "backend": backend, "fast": fast, "dtype": dtype,
                "compile": compile}
-    with user_errors(context), ProgressBar() as progress:
+    output_folder(out)
+    with ProgressBar() as progress:
         models = [ModelSource.parse(source, **options) for source in sources]
         report = time_models(models, parse_sizes(sizes), image=image, batch=batch, warmup=warmup, runs=runs,
                              per_module=per_module, threads=threads, progress=progress)

@@ -9,14 +9,8 @@ import typer
 
 from ...engine.trainer import MODEL_FILE, Trainer
 from ...engine.training import train as train_run
-from ..console import (
-    EXIT_FAILED,
-    EXIT_INTERRUPTED,
-    console,
-    err_console,
-    fail,
-    user_errors,
-)
+from ..console import console, err_console, fail
+from ..exit_codes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED
 from ..options import RUNS, DeviceOption, Overrides
 from ..progress import ProgressBar
 from ..tables import summary_table, transfer_table
@@ -57,14 +51,15 @@ def train(
     if recipe is None and (not resume or out is None):
         raise fail("give a RECIPE (or --resume with --out, the run directory to continue)")
     out = out or RUNS / Path(recipe).stem
-    with user_errors(context), ProgressBar() as progress:
+    with ProgressBar() as progress:
         result = train_run(recipe, out, overrides=overrides or [], device=device, resume=resume, strict=strict,
                            init_from=init_from, init_strict=init_strict, progress=progress, on_start=_report_start)
     if not result.is_main:
         return
     if result.interrupted:
-        err_console.print(f"interrupted at step {result.step}; saved. Continue with: sparseinst train --out {out} --resume")
-        raise typer.Exit(EXIT_INTERRUPTED)
+        err_console.print(f"{result.stopped_by or 'interrupted'} at step {result.step}; saved. Continue with: "
+                          f"sparseinst train --out {out} --resume")
+        raise typer.Exit(EXIT_TERMINATED if result.stopped_by == "SIGTERM" else EXIT_INTERRUPTED)
     console.print(f"trained {result.step} steps: {result.out_dir / MODEL_FILE}")
     if result.metrics:
         console.print(summary_table(result.metrics, f"Validation mask AP ({result.metrics['images']} images)"))

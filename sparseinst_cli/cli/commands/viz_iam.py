@@ -11,7 +11,7 @@ from ...analysis.activation_maps import DEFAULT_TOP_K, explain_dataset, explain_
 from ...data.datasets import CocoInstances
 from ...deploy.backends import ModelSource
 from ...inference.drawing import SHOW_THRESHOLD
-from ..console import console, err_console, fail, user_errors
+from ..console import console, err_console, fail
 from ..options import RUNS, DeviceOption, Overrides
 from ..progress import ProgressBar
 from ..tables import iam_table
@@ -64,7 +64,7 @@ def viz_iam(
     if (image is None) == (dataset is None) or (dataset is not None and images is None):
         raise fail("give exactly one of IMAGE or --dataset (with --images, the folder of its images)")
     chosen = parse_channels(channels)
-    with user_errors(context), ProgressBar() as progress:
+    with ProgressBar() as progress:
         predictor = ModelSource(weights, device=device, overrides=tuple(overrides or [])).open()
         if image is not None:
             out = out or RUNS / "viz-iam" / f"{image.stem}_iam.png"
