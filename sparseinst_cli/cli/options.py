@@ -26,9 +26,11 @@ WeightsOption = Annotated[
 ]
 DeviceOption = Annotated[str, typer.Option("--device", "-d", help="cpu, cuda or cuda:N.")]
 FastOption = Annotated[bool, typer.Option(
-    "--fast", help="Fast inference: batch norm folded into the convolutions, NHWC activations.")]
+    "--fast/--plain", help="The fast path (batch norm folded into the convolutions, NHWC, Winograd): the plain "
+                           "model's instances to float tolerance; --plain runs the model as trained.")]
 DtypeOption = Annotated[Precision, typer.Option(
-    "--dtype", help="fp32, or fp16/bf16 autocast for the network (implies --fast).")]
+    "--dtype", help="fp32, fp16/bf16 autocast for the network, or auto: bf16 where the hardware has it "
+                    "natively, else fp32 (not fp32: implies --fast).")]
 BackendOption = Annotated[Backend, typer.Option(
     "--backend", help="torch, or onnxruntime (an .onnx file, or the checkpoint exported on the fly).")]
 DataOption = Annotated[Path, typer.Option("--data", help="COCO instances JSON (the ground truth).", show_default=False)]

@@ -31,15 +31,17 @@ def is_checkpoint(source: str | Path) -> bool:
 @dataclass(frozen=True)
 class ModelSource:
     """A model and how to run it. Exactly one of ``weights`` (a checkpoint) or ``recipe`` (random
-    weights, seeded). ``fast`` or a ``dtype`` other than fp32 take the fast path (batch norm
-    folded, NHWC, Winograd in fp32 on CPU); ``compile`` adds ``torch.compile``."""
+    weights, seeded). On PyTorch the fast path (batch norm folded, NHWC, Winograd in fp32 on CPU:
+    the plain model's instances, to float tolerance) is the default; ``fast=False`` runs the model
+    as trained. A ``dtype`` other than fp32 (``auto``: bf16 where native) implies the fast path;
+    ``compile`` adds ``torch.compile``."""
 
     weights: Path | None = None
     recipe: str | None = None
     device: str = "cpu"
     overrides: tuple[str, ...] = ()
     backend: Backend = Backend.torch
-    fast: bool = False
+    fast: bool = True
     dtype: Precision = Precision.fp32
     compile: bool = False
     seed: int = 0
@@ -54,8 +56,8 @@ class ModelSource:
         if self.backend == Backend.onnxruntime:
             if self.weights is None:
                 raise SparseInstError("the onnxruntime backend runs checkpoints, not recipes", setting="backend")
-            if self.fast or self.dtype != Precision.fp32:
-                raise SparseInstError("fast and dtype apply to the torch backend (an ONNX model is already "
+            if self.dtype != Precision.fp32 or self.compile:
+                raise SparseInstError("dtype and compile apply to the torch backend (an ONNX model is already "
                                       "optimized)", setting="backend")
         elif self.weights is not None and Path(self.weights).suffix == ".onnx":
             raise SparseInstError(f"{self.weights}: an ONNX model runs on the onnxruntime backend",
@@ -68,7 +70,8 @@ class ModelSource:
 
     @property
     def optimized(self) -> bool:
-        return self.fast or self.dtype != Precision.fp32
+        """Whether PyTorch runs the fast path (an ONNX model is folded already)."""
+        return self.backend == Backend.torch and (self.fast or self.dtype != Precision.fp32)
 
     @property
     def name(self) -> str:
@@ -82,7 +85,7 @@ class ModelSource:
         if self.backend == Backend.onnxruntime:
             predictor = Predictor.from_onnx(onnx_for(self.weights), self.device, self.overrides)
         elif self.weights is not None:
-            predictor = Predictor.from_checkpoint(self.weights, self.device, self.overrides)
+            predictor = Predictor.from_checkpoint(self.weights, self.device, self.overrides, fast=False)
         else:
             predictor = Predictor.from_recipe(self.recipe, self.device, self.overrides, seed=self.seed)
         if self.optimized:

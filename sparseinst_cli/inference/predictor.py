@@ -27,14 +27,41 @@ ImageInput = np.ndarray | str | Path
 
 
 class Precision(str, Enum):
-    """The network's arithmetic: fp32, or fp16/bf16 autocast (post-processing stays fp32)."""
+    """The network's arithmetic: fp32, or fp16/bf16 autocast (post-processing stays fp32); ``auto``
+    is bf16 where the hardware computes it natively (CPUs with AVX512-BF16 or AMX, CUDA GPUs
+    with bf16), fp32 elsewhere."""
 
     fp32 = "fp32"
     fp16 = "fp16"
     bf16 = "bf16"
+    auto = "auto"
 
 
+CPU_INFO = "/proc/cpuinfo"
+NATIVE_BF16_FLAGS = {"avx512_bf16", "amx_bf16"}
 INFERENCE_DTYPES = {Precision.fp32.value: None, Precision.fp16.value: torch.float16, Precision.bf16.value: torch.bfloat16}
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bf16 natively (not emulated through fp32)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = next((line for line in Path(CPU_INFO).read_text().splitlines() if line.startswith("flags")), "")
+    except OSError:
+        return False
+    return bool(set(flags.split()) & NATIVE_BF16_FLAGS)
+
+
+def resolve_precision(dtype: str | Precision, device: torch.device) -> str:
+    """``dtype`` as one of fp32, fp16, bf16 (``auto`` decided for ``device``)."""
+    dtype = dtype.value if isinstance(dtype, Precision) else dtype
+    if dtype == Precision.auto.value:
+        return Precision.bf16.value if native_bf16(device) else Precision.fp32.value
+    if dtype not in INFERENCE_DTYPES:
+        raise SparseInstError(f"dtype must be one of {', '.join(p.value for p in Precision)}, got {dtype!r}",
+                              setting="dtype")
+    return dtype
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -69,6 +96,7 @@ class Predictor:
     ) -> None:
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
+        self.plain_model = self.model  # what ``optimize`` starts from, and ``plain`` returns to
         self.recipe = recipe
         self.categories = categories
         self.pixel_mean = torch.tensor(recipe.input.pixel_mean, device=self.device).view(3, 1, 1)
@@ -79,19 +107,22 @@ class Predictor:
     def optimize(self, dtype: str | Precision = "fp32", compile: bool = False) -> Predictor:
         """Switch to the fast inference path: batch norm folded, NHWC, Winograd 3x3 convolutions for
         fp32 on CPU (unless compiled), optional ``torch.compile`` and fp16/bf16 autocast (post-processing
-        stays fp32). Returns ``self``."""
-        if isinstance(self.model, SparseInst):
+        stays fp32). Starts from the plain model each time. Returns ``self``."""
+        dtype = resolve_precision(dtype, self.device)
+        if isinstance(self.plain_model, SparseInst):
             winograd = self.device.type == "cpu" and dtype == Precision.fp32 and not compile
-            self.model = optimize_for_inference(self.model, winograd=winograd, compile=compile)
+            self.model = optimize_for_inference(self.plain_model, winograd=winograd, compile=compile)
             self.memory_format = torch.channels_last
         return self.use_precision(dtype)
 
+    def plain(self) -> Predictor:
+        """Back to the model as loaded, in fp32. Returns ``self``."""
+        self.model, self.memory_format = self.plain_model, torch.contiguous_format
+        return self.use_precision(Precision.fp32)
+
     def use_precision(self, dtype: str | Precision) -> Predictor:
-        """Run the network under ``dtype`` autocast ("fp16", "bf16"), or plainly ("fp32")."""
-        dtype = dtype.value if isinstance(dtype, Precision) else dtype
-        if dtype not in INFERENCE_DTYPES:
-            raise SparseInstError(f"dtype must be one of {', '.join(INFERENCE_DTYPES)}, got {dtype!r}", setting="dtype")
-        self.autocast_dtype = INFERENCE_DTYPES[dtype]
+        """Run the network under ``dtype`` autocast ("fp16", "bf16", "auto"), or plainly ("fp32")."""
+        self.autocast_dtype = INFERENCE_DTYPES[resolve_precision(dtype, self.device)]
         return self
 
     @property
@@ -100,10 +131,13 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | Path, device: str | torch.device = "cpu", overrides: Sequence[str] = ()
+        cls, path: str | Path, device: str | torch.device = "cpu", overrides: Sequence[str] = (), *, fast: bool = True
     ) -> Predictor:
+        """The checkpoint's model, on the fast path unless ``fast=False`` (same instances as the
+        plain model, to float tolerance; ``plain()`` switches back)."""
         model, checkpoint = load_model(path, overrides)
-        return cls(model, checkpoint.recipe, checkpoint.categories, device)
+        predictor = cls(model, checkpoint.recipe, checkpoint.categories, device)
+        return predictor.optimize() if fast else predictor
 
     @classmethod
     def from_onnx(

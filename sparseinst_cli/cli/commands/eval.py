@@ -41,7 +41,7 @@ def eval_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for eval.json and results.json.")] = RUNS / "eval",
     device: DeviceOption = "cpu",
     backend: BackendOption = Backend.torch,
-    fast: FastOption = False,
+    fast: FastOption = True,
     dtype: DtypeOption = Precision.fp32,
     batch_size: BatchOption = DATASET_BATCH_SIZE,
     size: Annotated[Optional[int], typer.Option(  # noqa: UP007

@@ -39,7 +39,7 @@ def predict(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for overlays and JSON.")] = RUNS / "predict",
     device: DeviceOption = "cpu",
     backend: BackendOption = Backend.torch,
-    fast: FastOption = False,
+    fast: FastOption = True,
     dtype: DtypeOption = Precision.fp32,
     show_threshold: Annotated[float, typer.Option(
         help="Overlays draw instances scoring at least this; results.json keeps all.")] = SHOW_THRESHOLD,

@@ -13,7 +13,14 @@ from ...deploy.backends import ModelSource
 from ...files import output_folder
 from ...inference.batches import DATASET_BATCH_SIZE
 from ..console import console, fail
-from ..options import RUNS, BatchOption, DataOption, DeviceOption, ImagesOption
+from ..options import (
+    RUNS,
+    BatchOption,
+    DataOption,
+    DeviceOption,
+    FastOption,
+    ImagesOption,
+)
 from ..progress import ProgressBar
 from ..tables import tide_table
 
@@ -32,6 +39,7 @@ def tide(
     pos_threshold: Annotated[float, typer.Option(help="Foreground IoU threshold.")] = POS_THRESHOLD,
     background_threshold: Annotated[float, typer.Option(help="Background IoU threshold.")] = BACKGROUND_THRESHOLD,
     device: DeviceOption = "cpu",
+    fast: FastOption = True,
     batch_size: BatchOption = DATASET_BATCH_SIZE,
 ) -> None:
     """TIDE error analysis of masks: how much AP50 each error type costs (dAP).
@@ -50,7 +58,7 @@ def tide(
         raise fail("give one or more --results files, or one or more --weights with --images")
     output_folder(out)
     with ProgressBar() as progress:
-        models = [ModelSource(path, device=device) for path in weights or []]
+        models = [ModelSource(path, device=device, fast=fast) for path in weights or []]
         reports = analyse_runs(data, results=results or [], models=models, images=images,
                                names=[n.strip() for n in names.split(",")] if names else None,
                                pos_threshold=pos_threshold, background_threshold=background_threshold,

@@ -12,7 +12,7 @@ from ...data.datasets import CocoInstances
 from ...deploy.backends import ModelSource
 from ...inference.drawing import SHOW_THRESHOLD
 from ..console import console, err_console, fail
-from ..options import RUNS, DeviceOption, Overrides
+from ..options import RUNS, DeviceOption, FastOption, Overrides
 from ..progress import ProgressBar
 from ..tables import iam_table
 
@@ -49,6 +49,7 @@ def viz_iam(
     per_group: Annotated[bool, typer.Option(help="With --dataset: one cell per Group-IAM group.")] = False,
     max_images: Annotated[Optional[int], typer.Option(help="With --dataset: use at most this many images.")] = None,  # noqa: UP007
     device: DeviceOption = "cpu",
+    fast: FastOption = True,
     overrides: Overrides = None,
 ) -> None:
     """Show what the instance activation maps look at (the paper's Figures 4 and 6).
@@ -65,7 +66,7 @@ def viz_iam(
         raise fail("give exactly one of IMAGE or --dataset (with --images, the folder of its images)")
     chosen = parse_channels(channels)
     with ProgressBar() as progress:
-        predictor = ModelSource(weights, device=device, overrides=tuple(overrides or [])).open()
+        predictor = ModelSource(weights, device=device, overrides=tuple(overrides or []), fast=fast).open()
         if image is not None:
             out = out or RUNS / "viz-iam" / f"{image.stem}_iam.png"
             figure = explain_image(predictor, image, out, top_k=top_k, score_threshold=score_threshold)

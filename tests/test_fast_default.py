@@ -1,0 +1,86 @@
+"""The fast path is the default for predict, eval, viz-iam, tide and ``Predictor.from_checkpoint``,
+and gives the plain model's instances; ``--dtype auto`` picks bf16 only where it is native."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from sparseinst_cli.checkpoint import save_checkpoint
+from sparseinst_cli.cli.app import app
+from sparseinst_cli.data.coco import decode_rle
+from sparseinst_cli.data.images import write_image
+from sparseinst_cli.deploy.backends import ModelSource
+from sparseinst_cli.inference import predictor as predictor_module
+from sparseinst_cli.inference.predictor import Precision, Predictor, resolve_precision
+
+from .conftest import SMALL_MODEL, shapes_image
+from .test_timing import randomize_frozen_norms
+
+SCORE_TOLERANCE = 1e-4
+MASK_AGREEMENT = 0.999  # share of pixels; the others sit within float noise of the threshold
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("fast")
+    predictor = Predictor.from_recipe("r50_giam", overrides=[*SMALL_MODEL, "input.min_size_test=96",
+                                                             "input.max_size_test=128"], seed=3)
+    with torch.no_grad():
+        randomize_frozen_norms(predictor.model)
+    return save_checkpoint(folder / "model.safetensors", predictor.model, predictor.recipe, predictor.categories)
+
+
+def test_from_checkpoint_is_fast_by_default_and_equals_the_plain_model(checkpoint: Path) -> None:
+    fast = Predictor.from_checkpoint(checkpoint)
+    plain = Predictor.from_checkpoint(checkpoint, fast=False)
+    assert fast.model is not fast.plain_model and fast.memory_format == torch.channels_last
+    assert plain.model is plain.plain_model and plain.memory_format == torch.contiguous_format
+    image = shapes_image(90, 120, seed=2)
+    a, b = fast([image])[0], plain([image])[0]
+    assert len(a) == len(b) > 0 and torch.equal(a.labels, b.labels)
+    assert torch.allclose(a.scores, b.scores, atol=SCORE_TOLERANCE)
+    assert (a.masks == b.masks).float().mean() >= MASK_AGREEMENT
+    back = fast.plain()([image])[0]  # plain() returns to the model as loaded, exactly
+    assert torch.equal(back.scores, b.scores) and torch.equal(back.masks, b.masks)
+
+
+def test_predict_defaults_to_the_fast_path_with_the_plain_instances(checkpoint: Path, tmp_path: Path) -> None:
+    image = tmp_path / "a.png"
+    write_image(image, shapes_image(90, 120, seed=5))
+    runner = CliRunner()
+    results = {}
+    for mode in ("--fast", "--plain"):
+        out = tmp_path / mode.strip("-")
+        run = runner.invoke(app, ["predict", str(image), "--weights", str(checkpoint), mode, "--out", str(out),
+                                  "--no-overlays"])
+        assert run.exit_code == 0, run.output
+        results[mode] = json.loads((out / "results.json").read_text())
+    default = tmp_path / "default"
+    assert runner.invoke(app, ["predict", str(image), "--weights", str(checkpoint), "--out", str(default),
+                               "--no-overlays"]).exit_code == 0
+    assert json.loads((default / "results.json").read_text()) == results["--fast"]
+    assert len(results["--fast"]) == len(results["--plain"]) > 0
+    for a, b in zip(results["--fast"], results["--plain"]):
+        assert a["category_id"] == b["category_id"] and a["score"] == pytest.approx(b["score"], abs=SCORE_TOLERANCE)
+        assert (decode_rle(a["segmentation"]) == decode_rle(b["segmentation"])).mean() >= MASK_AGREEMENT
+
+
+def test_model_source_runs_fast_unless_asked_for_plain(checkpoint: Path) -> None:
+    assert ModelSource(weights=checkpoint).optimized and "(fast)" in ModelSource(weights=checkpoint).name
+    assert not ModelSource(weights=checkpoint, fast=False).optimized
+    assert ModelSource(weights=checkpoint, fast=False, dtype=Precision.bf16).optimized  # reduced precision is fast
+
+
+@pytest.mark.parametrize(("flags", "expected"), [("fpu sse avx2 fma", "fp32"), ("avx512f avx512_bf16", "bf16"),
+                                                 ("avx512f amx_bf16 amx_tile", "bf16")])
+def test_auto_precision_is_bf16_only_where_native(tmp_path: Path, monkeypatch, flags: str, expected: str) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+    monkeypatch.setattr(predictor_module, "CPU_INFO", str(cpuinfo))
+    assert resolve_precision("auto", torch.device("cpu")) == expected
+    assert resolve_precision(Precision.fp16, torch.device("cpu")) == "fp16"  # explicit choices stay as asked
