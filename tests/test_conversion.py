@@ -27,7 +27,11 @@ from sparseinst_cli.cli.app import app
 from sparseinst_cli.deploy.conversion import BACKBONE_FORMAT, convert_checkpoint
 from sparseinst_cli.recipe import load_recipe
 
-from .official_reference import official_forward, official_layout, random_official_state_dict
+from .official_reference import (
+    official_forward,
+    official_layout,
+    random_official_state_dict,
+)
 
 # recipe -> how the authors' reference builds the same model
 OFFICIAL_MODELS = {

@@ -13,7 +13,14 @@ import torch
 from sparseinst_cli.data.coco import encode_rle
 from sparseinst_cli.data.datasets import CocoInstances, ImageInfo, Sample
 from sparseinst_cli.data.images import write_image
-from sparseinst_cli.data.transforms import Collate, TrainingSet, TrainSample, TrainTransform, collate, random_crop
+from sparseinst_cli.data.transforms import (
+    Collate,
+    TrainingSet,
+    TrainSample,
+    TrainTransform,
+    collate,
+    random_crop,
+)
 from sparseinst_cli.errors import DatasetError, ImageError
 from sparseinst_cli.recipe import AugmentationSection, InputSection
 

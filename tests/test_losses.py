@@ -9,7 +9,13 @@ import torch
 from pydantic import ValidationError
 
 from components import SparseInstOutput, build
-from components.losses import Target, dice_loss, downsample_target_masks, mask_iou, sigmoid_focal_loss
+from components.losses import (
+    Target,
+    dice_loss,
+    downsample_target_masks,
+    mask_iou,
+    sigmoid_focal_loss,
+)
 
 L3 = math.log(3.0)  # sigmoid(+-L3) = 0.75 / 0.25
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -144,3 +145,44 @@ def test_predictor_end_to_end_on_a_small_model() -> None:
         assert result.masks.shape[1:] == result.image_size
         assert ((result.scores > 0) & (result.scores <= 1)).all()
         assert (result.labels < 3).all()
+
+
+@pytest.mark.parametrize("original", [(90, 120), (61, 77)])
+def test_min_score_keeps_the_confident_instances_with_the_same_masks(original: tuple[int, int]) -> None:
+    generator = torch.Generator().manual_seed(7)
+    output = SparseInstOutput(torch.randn(1, 40, 3, generator=generator) * 3,
+                              torch.randn(1, 40, 1, generator=generator) * 3,
+                              torch.randn(1, 40, 24, 32, generator=generator) * 4)
+    full = postprocess(output, (96, 128), [(90, 120)], [original])[0]
+    min_score = float(full.scores.median())
+    some = postprocess(output, (96, 128), [(90, 120)], [original], min_score=min_score)[0]
+    chosen = full.scores >= min_score
+    assert 0 < len(some) < len(full) and len(some) == int(chosen.sum())
+    for name in ("scores", "labels", "masks", "boxes"):
+        assert torch.equal(getattr(some, name), getattr(full, name)[chosen]), name
+
+
+def test_predict_min_score_writes_only_the_confident_instances(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from sparseinst_cli.cli.app import app
+    from sparseinst_cli.data.images import write_image
+
+    from .conftest import shapes_image
+
+    image = tmp_path / "a.png"
+    write_image(image, shapes_image(64, 80))
+    sets = [a for item in (*SMALL_MODEL, "input.min_size_test=64", "input.max_size_test=80") for a in ("--set", item)]
+    runner = CliRunner()
+
+    def run(name: str, *extra: str) -> list[dict]:
+        result = runner.invoke(app, ["predict", str(image), "--recipe", "r50_giam", *sets, "--out", str(tmp_path / name),
+                                     "--no-overlays", *extra])
+        assert result.exit_code == 0, result.output
+        return json.loads((tmp_path / name / "results.json").read_text())
+
+    everything = run("all")
+    middle = sorted(r["score"] for r in everything)[len(everything) // 2]
+    confident = run("some", "--min-score", str(middle))
+    assert 0 < len(confident) < len(everything)
+    assert confident == [r for r in everything if r["score"] >= middle]

@@ -13,7 +13,12 @@ from pydantic import PositiveInt, ValidationError
 from torch import nn
 
 from components import build, registry
-from components.registry import ComponentError, Registry, UnknownComponentError, load_plugins
+from components.registry import (
+    ComponentError,
+    Registry,
+    UnknownComponentError,
+    load_plugins,
+)
 from sparseinst_cli.builder import build_model
 from sparseinst_cli.recipe import load_recipe
 

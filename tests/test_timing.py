@@ -10,11 +10,19 @@ import torch
 from torchvision.ops.misc import FrozenBatchNorm2d
 from typer.testing import CliRunner
 
-from sparseinst_cli.analysis.timing import STAGES, UNATTRIBUTED, time_predictor, unattributed_fraction
+from sparseinst_cli.analysis.timing import (
+    STAGES,
+    UNATTRIBUTED,
+    time_predictor,
+    unattributed_fraction,
+)
 from sparseinst_cli.cli.app import app
 from sparseinst_cli.data.images import typical_size
 from sparseinst_cli.inference import winograd
-from sparseinst_cli.inference.fast_path import fold_frozen_batch_norm, optimize_for_inference
+from sparseinst_cli.inference.fast_path import (
+    fold_frozen_batch_norm,
+    optimize_for_inference,
+)
 from sparseinst_cli.inference.predictor import Predictor
 from sparseinst_cli.inference.winograd import WinogradConv2d, use_winograd
 from sparseinst_cli.recipe import load_recipe

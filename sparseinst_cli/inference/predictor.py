@@ -103,6 +103,7 @@ class Predictor:
         self.pixel_std = torch.tensor(recipe.input.pixel_std, device=self.device).view(3, 1, 1)
         self.autocast_dtype: torch.dtype | None = None
         self.memory_format = torch.contiguous_format
+        self.min_score: float | None = None  # set: masks are made only for instances scoring at least this
 
     def optimize(self, dtype: str | Precision = "fp32", compile: bool = False) -> Predictor:
         """Switch to the fast inference path: batch norm folded, NHWC, Winograd 3x3 convolutions for
@@ -216,6 +217,7 @@ class Predictor:
             mask_threshold=spec.mask_threshold,
             max_detections=spec.max_detections,
             objectness_rescoring=spec.objectness_rescoring,
+            min_score=self.min_score,
         )
 
     __call__ = predict

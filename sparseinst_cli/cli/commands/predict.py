@@ -44,6 +44,9 @@ def predict(
     show_threshold: Annotated[float, typer.Option(
         help="Overlays draw instances scoring at least this; results.json keeps all.")] = SHOW_THRESHOLD,
     overlays: Annotated[bool, typer.Option(help="Write an overlay PNG per image.")] = True,
+    min_score: Annotated[Optional[float], typer.Option(  # noqa: UP007
+        min=0, max=1, help="Make masks only for instances scoring at least this (faster; results.json then "
+                           "holds only those; COCO evaluation wants them all).")] = None,
     seed: Annotated[int, typer.Option(help="Seed for a randomly initialized model (--recipe alone).")] = 0,
 ) -> None:
     """Segment images: overlay PNGs plus COCO results (RLE masks) in --out.
@@ -59,6 +62,7 @@ def predict(
     paths, problems = collect_images(inputs) if inputs else (sample_images(), [])
     predictor = ModelSource(weights, recipe, device=device, overrides=tuple(overrides or []), backend=backend,
                             fast=fast, dtype=dtype, seed=seed).open()
+    predictor.min_score = min_score
     if recipe is not None:
         err_console.print(f"[yellow]note:[/] recipe '{recipe}' with random weights: predictions are meaningless")
     for problem in problems:
