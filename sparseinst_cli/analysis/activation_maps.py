@@ -238,6 +238,8 @@ def explain_dataset(predictor: Predictor, dataset: CocoInstances, out: Path, *, 
     """The mean maps of ``channels`` (default: all) over the dataset: a PNG at ``out`` and their
     statistics as JSON beside it."""
     output_file(out, FIGURE_SUFFIXES)
+    if max_images is not None and max_images < 1:
+        raise SparseInstError(f"max_images must be at least 1, got {max_images}", setting="max_images")
     num_instances = predictor.recipe.model.decoder.num_instances
     channels = list(range(num_instances)) if channels is None else list(channels)
     bad = [c for c in channels if not 0 <= c < num_instances]

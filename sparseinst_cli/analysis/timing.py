@@ -210,8 +210,9 @@ def time_models(models: Sequence[ModelSource], sizes: Sequence[int], *, image: P
         raise SparseInstError("nothing to time: give at least one model and one size", setting="sizes")
     if any(size < MIN_SIZE for size in sizes):
         raise SparseInstError(f"every size must be at least {MIN_SIZE}, got {list(sizes)}", setting="sizes")
-    if batch < 1 or runs < 1 or warmup < 0:
-        raise SparseInstError("batch and runs must be at least 1, warmup at least 0", setting="runs")
+    for name, value, least in (("batch", batch, 1), ("runs", runs, 1), ("warmup", warmup, 0)):
+        if value < least:
+            raise SparseInstError(f"{name} must be at least {least}, got {value}", setting=name)
     if threads < 0:
         raise SparseInstError(f"threads must be 0 (torch's default) or more, got {threads}", setting="threads")
     if threads:

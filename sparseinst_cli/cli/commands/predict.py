@@ -42,7 +42,7 @@ def predict(
     fast: FastOption = True,
     dtype: DtypeOption = Precision.fp32,
     show_threshold: Annotated[float, typer.Option(
-        help="Overlays draw instances scoring at least this; results.json keeps all.")] = SHOW_THRESHOLD,
+        min=0, max=1, help="Overlays draw instances scoring at least this; results.json keeps all.")] = SHOW_THRESHOLD,
     overlays: Annotated[bool, typer.Option(help="Write an overlay PNG per image.")] = True,
     min_score: Annotated[Optional[float], typer.Option(  # noqa: UP007
         min=0, max=1, help="Make masks only for instances scoring at least this (faster; results.json then "

@@ -40,7 +40,7 @@ def viz_iam(
     out: Annotated[Optional[Path], typer.Option(  # noqa: UP007
         "--out", "-o", help="PNG to write (default: runs/viz-iam/IMAGE_iam.png or runs/viz-iam/dataset_iam.png).")] = None,
     top_k: Annotated[int, typer.Option(help="Instances shown, best first.")] = DEFAULT_TOP_K,
-    score_threshold: Annotated[float, typer.Option(help="Show instances scoring above this.")] = SHOW_THRESHOLD,
+    score_threshold: Annotated[float, typer.Option(min=0, max=1, help="Show instances scoring above this.")] = SHOW_THRESHOLD,
     dataset: Annotated[Optional[Path], typer.Option(  # noqa: UP007
         "--dataset", help="COCO JSON: show the mean maps over its images instead (with --images).")] = None,
     images: Annotated[Optional[Path], typer.Option("--images", help="Image folder of --dataset.")] = None,  # noqa: UP007
