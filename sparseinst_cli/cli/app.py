@@ -16,7 +16,7 @@ from .commands.convert import convert
 from .commands.curves import curves
 from .commands.demo_data import demo_data
 from .commands.eval import eval_command
-from .commands.export import onnx
+from .commands.export import int8, onnx
 from .commands.predict import predict
 from .commands.recipes import recipes
 from .commands.tide import tide
@@ -51,6 +51,7 @@ for name, command in (("train", train), ("demo-data", demo_data), ("predict", pr
     app.command(name)(guarded(command))
 export_app = typer.Typer(help="Export a checkpoint for deployment.", no_args_is_help=True)
 export_app.command("onnx")(guarded(onnx))
+export_app.command("int8")(guarded(int8))
 app.add_typer(export_app, name="export")
 
 

@@ -1,4 +1,4 @@
-"""``sparseinst export onnx``."""
+"""``sparseinst export onnx`` and ``sparseinst export int8``."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ from typing import Annotated, Optional
 import typer
 
 from ...deploy.onnx_export import export_onnx
+from ...deploy.quantize import CALIBRATION_IMAGES, quantize_model
 from ...inference.onnx_runtime import OUTPUT_NAMES
 from ..console import console, err_console, fail
+from ..progress import ProgressBar
 
 
 def parse_size(text: str | None) -> tuple[int, int] | None:
@@ -52,3 +54,34 @@ def onnx(
     path = export_onnx(weights, target, dynamic=dynamic, size=parse_size(size), batch=batch)
     console.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB; outputs {', '.join(OUTPUT_NAMES)}"
                   f"{'; dynamic batch, height and width' if dynamic else ''})")
+
+
+def int8(
+    context: typer.Context,
+    weights: Annotated[Path, typer.Option("--weights", "-w", help="Native checkpoint (.safetensors) or float .onnx.",
+                                          show_default=False)],
+    calibration: Annotated[Path, typer.Option(
+        "--calibration", help="Folder of your images (like those the model will see); only it is read.",
+        show_default=False)],
+    out: Annotated[Optional[Path], typer.Option(  # noqa: UP007 - typer needs Optional
+        "--out", "-o", help="int8 ONNX file to write (default: beside the weights, .int8.onnx).")] = None,
+    max_images: Annotated[int, typer.Option(
+        "--max-images", min=1, help="Calibration images used at most.")] = CALIBRATION_IMAGES,
+) -> None:
+    """Quantize a model to int8 (ONNX Runtime, static QDQ), calibrated on a folder of images.
+
+    Convolutions get int8 weights (per channel) and uint8 activations with ranges from the
+    calibration images; the IAM and the linear heads stay in float. Run the result with
+    --backend onnxruntime.
+
+    Examples:
+      sparseinst export int8 --weights runs/demo/model.safetensors --calibration data/demo/val
+      sparseinst eval --weights runs/demo/model.int8.onnx --backend onnxruntime --data data/demo/val.json --images data/demo/val
+    """
+    target = out or weights.with_name(weights.stem + ".int8.onnx")
+    with ProgressBar() as progress:
+        report = quantize_model(weights, target, calibration, max_images=max_images, progress=progress)
+    for problem in report.skipped:
+        err_console.print(f"[red]skipped:[/] {problem}")
+    console.print(f"wrote {report.output} ({report.output.stat().st_size / 1e6:.1f} MB; {report.quantized_nodes} "
+                  f"convolutions int8, {report.float_nodes} float; calibrated on {len(report.calibration)} images)")
