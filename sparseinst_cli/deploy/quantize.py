@@ -2,9 +2,10 @@
 
 ONNX Runtime's static QDQ quantization: weights int8 per output channel, activations uint8 with
 ranges taken from the calibration images, run through the same pre-processing as prediction.
-The convolutions are quantized (backbone, encoder and the decoder's stacks); the IAM convolution,
-whose output is normalized into the activation maps, and the linear heads (class, objectness,
-mask kernels) stay in float, where quantizing them costs AP. The result is an ``.onnx`` file that ``predict``, ``eval``
+The dense convolutions are quantized (backbone, encoder and the decoder's stacks); depthwise
+convolutions, the IAM convolution (its output is normalized into the activation maps) and the
+linear heads (class, objectness, mask kernels) stay in float. Measured on the demo model
+(benchmarks/int8.py, README "Speed"), int8 costs AP; evaluate it on your data before use. The result is an ``.onnx`` file that ``predict``, ``eval``
 and ``time`` run with ``--backend onnxruntime``; its metadata keeps the recipe and categories
 and records the calibration.
 """
@@ -101,7 +102,8 @@ def quantize_model(weights: Path, out: Path, calibration: Path, *, max_images: i
         report = QuantizationReport(Path(weights), out)
         float_model = onnx.load(str(source))
         heads = [node.name for node in float_model.graph.node
-                 if node.op_type in QUANTIZED_OPS and any(i.startswith(FLOAT_LAYERS) for i in node.input)]
+                 if node.op_type in QUANTIZED_OPS and (any(i.startswith(FLOAT_LAYERS) for i in node.input)
+                                                       or _grouped(node))]
         batches = _calibration_batches(predictor, paths[:max_images], report, progress)
         if not batches:
             raise ExportError(f"{calibration}: none of the calibration images could be read")
@@ -125,6 +127,11 @@ def quantize_model(weights: Path, out: Path, calibration: Path, *, max_images: i
         atomic_write(out, lambda tmp: onnx.save(quantized, str(tmp)))
     OnnxModel(out)  # the written file loads, with its recipe
     return report
+
+
+def _grouped(node: onnx.NodeProto) -> bool:
+    """A grouped (depthwise) convolution: too few weights per output for int8 ranges to hold."""
+    return any(a.name == "group" and a.i > 1 for a in node.attribute)
 
 
 @contextmanager
