@@ -53,7 +53,7 @@ def read_metrics(run_dir: str | Path) -> tuple[dict[str, list[tuple[int, float]]
 
 def save_curves(run_dir: str | Path, path: str | Path | None = None) -> Path:
     """Draw the curves of the run in ``run_dir`` to ``path`` (default ``run_dir/curves.png``)."""
-    if not Path(run_dir).is_dir():
+    if Path(run_dir).exists() and not Path(run_dir).is_dir():
         raise RunFilesError(f"{run_dir}: not a run directory (a folder holding {METRICS_FILE})")
     path = output_file(Path(path) if path is not None else Path(run_dir) / CURVES_FILE, (".png",))
     series, evaluations = read_metrics(run_dir)
