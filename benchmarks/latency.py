@@ -47,7 +47,7 @@ def main() -> None:
     image = render_image(0, "val", 1, (args.height, args.width)).image
     size = (args.height, args.width)
     options = {"size": size, "batch": args.batch, "warmup": args.warmup, "runs": args.runs}
-    plain = time_predictor(predictor.use_precision(args.dtype), image, name=f"{args.recipe} plain", **options)
+    plain = time_predictor(predictor.plain().use_precision(args.dtype), image, name=f"{args.recipe} plain", **options)
     optimized = predictor.optimize(args.dtype, compile=args.compile)  # a copy of the model; plain is timed
     fast = time_predictor(optimized, image, name=f"{args.recipe} fast", per_module=not args.compile, **options)
 

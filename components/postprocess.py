@@ -1,17 +1,19 @@
 """Inference post-processing (SPEC 1.5): scores, maskness rescoring and masks at image size.
 
-Batched and on the device; no NMS, no sorting, no loop over instances.
+Batched and on the device; no NMS, no sorting, no loop over instances. On CPU the masks come
+from ``mask_resize``'s kernel (identical masks at memory speed) unless ``fast_masks=False``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from .decoder import SparseInstOutput
+from .mask_resize import reference_resize_and_threshold, resize_and_threshold
 
 SCORE_THRESHOLD = 0.005
 MASK_THRESHOLD = 0.45
@@ -81,6 +83,8 @@ def postprocess(
     max_detections: int = MAX_DETECTIONS,
     objectness_rescoring: bool = True,
     min_score: float | None = None,
+    fast_masks: bool = True,
+    on_stage: Callable[[str], None] | None = None,
 ) -> list[Instances]:
     """Turn raw outputs for a padded batch into per-image ``Instances``.
 
@@ -92,6 +96,10 @@ def postprocess(
         min_score: make masks only for instances whose final score reaches it (a caller that
             shows or tracks the confident ones skips the rest's upsampling); the instances kept
             are those of the full result scoring at least ``min_score``, with the same masks.
+        fast_masks: on CPU, resize and threshold with ``mask_resize``'s kernel (the same masks
+            and boxes, bit for bit); False: always the ``F.interpolate`` reference.
+        on_stage: called with "scores" when scores and labels are final, and with "masks" when
+            the masks and boxes are (a timer's marks).
     """
     objectness = output.objectness.float() if objectness_rescoring else None
     base_scores, labels = instance_scores(output.logits.float(), objectness)
@@ -100,18 +108,26 @@ def postprocess(
     scores = base_scores * maskness(mask_probs, mask_threshold)
     if min_score is not None:
         keep_all = keep_all & (scores >= min_score)
-    results = []
-    for index, ((h, w), original) in enumerate(zip(image_sizes, original_sizes)):
+    selected = []
+    for index in range(len(image_sizes)):
         keep = keep_all[index]
         image_scores, image_labels, probs = scores[index][keep], labels[index][keep], mask_probs[index][keep]
         if image_scores.numel() > max_detections:
             top = image_scores.topk(max_detections).indices
             image_scores, image_labels, probs = image_scores[top], image_labels[top], probs[top]
-        probs = F.interpolate(probs.unsqueeze(1), size=input_size, mode="bilinear", align_corners=False)
-        if (h, w) != tuple(original):
-            probs = F.interpolate(probs[..., :h, :w], size=original, mode="bilinear", align_corners=False)
-            masks = probs.squeeze(1) > mask_threshold
-        else:  # a same-size resize is the identity: threshold the contiguous map, then crop
-            masks = (probs.squeeze(1) > mask_threshold)[:, :h, :w]
-        results.append(Instances(masks, image_scores, image_labels, masks_to_boxes(masks), tuple(original)))
+        selected.append((image_scores, image_labels, probs))
+    if on_stage is not None:
+        on_stage("scores")
+    results = []
+    for (image_scores, image_labels, probs), image_size, original in zip(selected, image_sizes, original_sizes):
+        sizes = (tuple(input_size), tuple(image_size), tuple(original), mask_threshold)
+        made = resize_and_threshold(probs, *sizes) if fast_masks else None
+        masks, boxes = made if made is not None else with_boxes(reference_resize_and_threshold(probs, *sizes))
+        results.append(Instances(masks, image_scores, image_labels, boxes, tuple(original)))
+    if on_stage is not None:
+        on_stage("masks")
     return results
+
+
+def with_boxes(masks: Tensor) -> tuple[Tensor, Tensor]:
+    return masks, masks_to_boxes(masks)

@@ -11,6 +11,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 from typer.testing import CliRunner
 
 from sparseinst_cli.analysis.timing import (
+    POSTPROCESS_PARTS,
     STAGES,
     UNATTRIBUTED,
     time_predictor,
@@ -105,9 +106,11 @@ def test_folding_counts_every_norm() -> None:
 def test_per_module_times_add_up() -> None:
     predictor = Predictor.from_recipe("r50_giam", overrides=SMALL_MODEL)
     timing = time_predictor(predictor, shapes_image(120, 160), name="small", size=(96, 128), warmup=1, runs=5)
-    assert set(timing.modules) == {*STAGES, UNATTRIBUTED}
+    assert set(timing.modules) == {*STAGES, *POSTPROCESS_PARTS, UNATTRIBUTED}
     assert all(timing.modules[s].min_ms <= timing.modules[s].median_ms <= timing.modules[s].max_ms for s in STAGES)
-    assert all(timing.modules[s].median_ms > 0 for s in STAGES)
+    assert all(timing.modules[s].median_ms > 0 for s in (*STAGES, *POSTPROCESS_PARTS))
+    parts = sum(timing.modules[part].median_ms for part in POSTPROCESS_PARTS)
+    assert parts == pytest.approx(timing.modules["postprocess"].median_ms, rel=0.25)
     assert unattributed_fraction(timing) < UNATTRIBUTED_MARGIN
     assert timing.padded_size == (96, 128) and timing.fps == pytest.approx(1000 / timing.end_to_end.median_ms, rel=1e-2)
     assert timing.parameters == sum(p.numel() for p in predictor.model.parameters())
@@ -133,7 +136,7 @@ def test_time_command_writes_the_documented_json(tmp_path: Path) -> None:
         ("r50_giam", [64, 85]), ("r50_giam", [96, 128]), ("r50_base", [64, 85]), ("r50_base", [96, 128])]
     first = record["timings"][0]
     assert {"end_to_end", "fps", "modules", "parameters", "gflops", "padded_size", "batch", "dtype"} <= set(first)
-    assert set(first["modules"]) == {*STAGES, UNATTRIBUTED}
+    assert set(first["modules"]) == {*STAGES, *POSTPROCESS_PARTS, UNATTRIBUTED}
     assert set(first["end_to_end"]) == {"median_ms", "min_ms", "max_ms"}
 
     bad = CliRunner().invoke(app, ["time", "--recipe", "r50_giam", "--sizes", "abc"])

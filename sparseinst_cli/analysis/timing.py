@@ -32,6 +32,7 @@ from ..progress import SILENT, Progress
 
 MODULES = ("backbone", "encoder", "decoder")
 STAGES = (*MODULES, "postprocess")
+POSTPROCESS_PARTS = ("scores", "masks")  # post-processing split: scoring, then masks at image size and boxes
 UNATTRIBUTED = "other"  # end-to-end time outside the timed stages (glue between modules, hooks)
 TIMING_IMAGE_SIZE = (480, 640)  # the default timing image (a demo-data scene), resized to each size
 MIN_SIZE = 32
@@ -51,8 +52,8 @@ class Stat:
 
 @dataclass
 class Timing:
-    """One configuration's latency; ``modules`` keyed by ``STAGES`` and ``UNATTRIBUTED`` (empty
-    without per-module timing)."""
+    """One configuration's latency; ``modules`` keyed by ``STAGES``, ``POSTPROCESS_PARTS`` (the
+    post-processing's split) and ``UNATTRIBUTED`` (the network's modules only with per-module timing)."""
 
     name: str
     input_size: tuple[int, int]  # resized image (h, w)
@@ -137,7 +138,7 @@ def time_predictor(predictor: Predictor, image: np.ndarray, *, name: str, size: 
     prepared = Batch(images, [size] * batch, [size] * batch)
     clock = Clock(predictor.device)
     marks: dict[str, list] = {}
-    samples: dict[str, list[float]] = {stage: [] for stage in ("total", *STAGES, UNATTRIBUTED)}
+    samples: dict[str, list[float]] = {stage: [] for stage in ("total", *STAGES, *POSTPROCESS_PARTS, UNATTRIBUTED)}
     kept: list[int] = []
 
     def run() -> dict[str, float]:
@@ -145,11 +146,14 @@ def time_predictor(predictor: Predictor, image: np.ndarray, *, name: str, size: 
         start = clock.now()
         output = predictor.forward(prepared)
         post_start = clock.now()
-        instances = predictor.postprocess(output, prepared)
+        parts: dict[str, object] = {}
+        instances = predictor.postprocess(output, prepared, on_stage=lambda part: parts.__setitem__(part, clock.now()))
         end = clock.now()
         clock.sync()
         kept.append(sum(len(i) for i in instances))
-        times = {"total": clock.seconds(start, end), "postprocess": clock.seconds(post_start, end)}
+        times = {"total": clock.seconds(start, end), "postprocess": clock.seconds(post_start, end),
+                 "scores": clock.seconds(post_start, parts["scores"]),
+                 "masks": clock.seconds(parts["scores"], parts["masks"])}
         for stage in MODULES:
             if stage in marks:
                 times[stage] = clock.seconds(*marks[stage])
@@ -171,7 +175,8 @@ def time_predictor(predictor: Predictor, image: np.ndarray, *, name: str, size: 
         name=name, input_size=size, padded_size=tuple(images.shape[-2:]), batch=batch, dtype=predictor.precision,
         device=str(predictor.device), runs=runs, end_to_end=end_to_end,
         fps=round(1000 * batch / end_to_end.median_ms, 2),
-        modules={stage: Stat.of(samples[stage]) for stage in (*STAGES, UNATTRIBUTED) if samples[stage]},
+        modules={stage: Stat.of(samples[stage]) for stage in (*STAGES, *POSTPROCESS_PARTS, UNATTRIBUTED)
+                 if samples[stage]},
         parameters=sum(p.numel() for p in network.parameters()),
         gflops=count_gflops(network, images.contiguous(memory_format=predictor.memory_format)),
         detections=round(sum(kept) / (len(kept) * batch), 2),

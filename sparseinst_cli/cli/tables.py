@@ -57,7 +57,7 @@ def predictions_table(report: PredictReport, show_threshold: float) -> Table:
 def timing_table(report: TimingReport) -> Table:
     timings = report.timings
     per_module = any(UNATTRIBUTED in t.modules for t in timings)
-    stages = (*STAGES, UNATTRIBUTED) if per_module else ()
+    stages = (*STAGES, "masks", UNATTRIBUTED) if per_module else ()
     dtypes = ", ".join(sorted({t.dtype for t in timings}))
     table = Table(title=f"Latency in ms, median ({report.device}, {report.threads} threads, {dtypes})")
     table.add_column("model")
@@ -74,6 +74,7 @@ def timing_table(report: TimingReport) -> Table:
     notes = [f"{t.name}: {t.parameters / 1e6:.1f} M parameters" for t in {t.name: t for t in timings}.values()]
     if per_module:
         worst = max(unattributed_fraction(t) for t in timings if UNATTRIBUTED in t.modules)
+        notes.append("'masks' is the part of 'post' that makes the masks at image size and their boxes")
         notes.append(f"'other' is time outside the stages: at most {100 * worst:.1f}% of the total")
     table.caption = "; ".join(notes)
     return table

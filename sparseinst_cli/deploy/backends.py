@@ -90,6 +90,8 @@ class ModelSource:
             predictor = Predictor.from_recipe(self.recipe, self.device, self.overrides, seed=self.seed)
         if self.optimized:
             predictor.optimize(self.dtype, self.compile)
+        elif self.backend == Backend.torch:
+            predictor.plain()  # the reference throughout, the post-processing's masks included
         if dataset_categories is not None:
             predictor.categories = match_categories(predictor.categories, dataset_categories)
         return predictor

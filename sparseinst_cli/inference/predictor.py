@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -104,21 +104,25 @@ class Predictor:
         self.autocast_dtype: torch.dtype | None = None
         self.memory_format = torch.contiguous_format
         self.min_score: float | None = None  # set: masks are made only for instances scoring at least this
+        self.fast_masks = True  # the mask kernel on CPU (identical masks); plain() uses the reference
 
     def optimize(self, dtype: str | Precision = "fp32", compile: bool = False) -> Predictor:
         """Switch to the fast inference path: batch norm folded, NHWC, Winograd 3x3 convolutions for
         fp32 on CPU (unless compiled), optional ``torch.compile`` and fp16/bf16 autocast (post-processing
-        stays fp32). Starts from the plain model each time. Returns ``self``."""
+        stays fp32), masks by the memory-speed kernel. Starts from the plain model each time.
+        Returns ``self``."""
         dtype = resolve_precision(dtype, self.device)
         if isinstance(self.plain_model, SparseInst):
             winograd = self.device.type == "cpu" and dtype == Precision.fp32 and not compile
             self.model = optimize_for_inference(self.plain_model, winograd=winograd, compile=compile)
             self.memory_format = torch.channels_last
+        self.fast_masks = True
         return self.use_precision(dtype)
 
     def plain(self) -> Predictor:
-        """Back to the model as loaded, in fp32. Returns ``self``."""
-        self.model, self.memory_format = self.plain_model, torch.contiguous_format
+        """Back to the model as loaded, in fp32, with the reference post-processing (``F.interpolate``
+        masks). Returns ``self``."""
+        self.model, self.memory_format, self.fast_masks = self.plain_model, torch.contiguous_format, False
         return self.use_precision(Precision.fp32)
 
     def use_precision(self, dtype: str | Precision) -> Predictor:
@@ -205,8 +209,11 @@ class Predictor:
         batch = self.preprocess(arrays)
         return self.postprocess(self.forward(batch), batch)
 
-    def postprocess(self, output: SparseInstOutput, batch: Batch) -> list[Instances]:
-        """Raw outputs for ``batch`` -> instances per image, with the recipe's inference settings."""
+    def postprocess(
+        self, output: SparseInstOutput, batch: Batch, on_stage: Callable[[str], None] | None = None
+    ) -> list[Instances]:
+        """Raw outputs for ``batch`` -> instances per image, with the recipe's inference settings
+        (``on_stage``: see ``components.postprocess``)."""
         spec = self.recipe.inference
         return postprocess(
             output,
@@ -218,6 +225,8 @@ class Predictor:
             max_detections=spec.max_detections,
             objectness_rescoring=spec.objectness_rescoring,
             min_score=self.min_score,
+            fast_masks=self.fast_masks,
+            on_stage=on_stage,
         )
 
     __call__ = predict
