@@ -67,14 +67,11 @@ def cached_row(y, other, lo, hi, cache, slot_row, slot_lo, slot_hi, p, ty0, ty1,
 
 
 @jit
-def resize_threshold_masks(worker, workers, probs, safe_probs, active, ty0, ty1, th0, th1, tx0, tx1, tw0, tw1,
+def resize_threshold_masks(worker, workers, probs, ty0, ty1, th0, th1, tx0, tx1, tw0, tw1,
                            sy0, sy1, sh0, sh1, sx0, sx1, sw0, sw1, row_first, column_start,
                            window_h, window_w, threshold, margin, masks, boxes):
     """Masks ``worker``, ``worker + workers``, ... of ``probs`` (K, h, w) into ``masks`` (K, H, W) and
-    their boxes into ``boxes`` (K, 4). ``safe_probs`` is ``probs`` with NaN read as -1 (a NaN is
-    never "above", and where it makes a window "below", the reference gives False too), and
-    ``active`` (K, 4) the first and last rows and columns where it reaches the lower margin
-    (last row -1: none).
+    their boxes into ``boxes`` (K, 4).
 
     ``t*`` are the first resize's source rows/columns and weights over the crop, ``s*`` the
     second's over the output (empty: no second resize). Output pixel (r, c) depends only on the
@@ -85,6 +82,7 @@ def resize_threshold_masks(worker, workers, probs, safe_probs, active, ty0, ty1,
     out_h, out_w = masks.shape[1], masks.shape[2]
     second = sy0.size > 0
     above, below = threshold + margin, threshold - margin
+    safe = np.empty((low_h, low_w), np.float32)
     window_min = np.empty((low_h, low_w), np.float32)
     window_max = np.empty((low_h, low_w), np.float32)
     # Per low-resolution row y: runs of output columns [run_start, run_end) whose windows are
@@ -102,8 +100,28 @@ def resize_threshold_masks(worker, workers, probs, safe_probs, active, ty0, ty1,
     slot_lo = np.zeros(2, np.int64)
     slot_hi = np.zeros(2, np.int64)
     for k in range(worker, probs.shape[0], workers):
-        p, q = probs[k], safe_probs[k]
-        active_top, active_bottom, active_left, active_right = active[k, 0], active[k, 1], active[k, 2], active[k, 3]
+        p = probs[k]
+        # The certainty test reads NaN as -1: a NaN is never "above", and where it makes a window
+        # "below", the reference gives False too (NaN > threshold is False). The active rectangle
+        # holds every value reaching the lower margin.
+        active_top, active_bottom, active_left, active_right = low_h, -1, low_w, -1
+        for y in range(low_h):
+            row_max = np.float32(-1)
+            for x in range(low_w):
+                value = p[y, x]
+                value = value if value == value else np.float32(-1)
+                safe[y, x] = value
+                row_max = value if value > row_max else row_max
+            if row_max >= below:
+                active_top, active_bottom = min(active_top, y), y
+                x = 0
+                while safe[y, x] < below:
+                    x += 1
+                active_left = min(active_left, x)
+                x = low_w - 1
+                while safe[y, x] < below:
+                    x -= 1
+                active_right = max(active_right, x)
         run_count[:] = 0
         if active_bottom < 0:
             for r in range(out_h):
@@ -114,10 +132,12 @@ def resize_threshold_masks(worker, workers, probs, safe_probs, active, ty0, ty1,
         x_to = min(active_right + window_w, low_w)  # windows starting up to active_right read these
         for y in range(y_from, active_bottom + 1):
             for x in range(x_from, x_to):
-                low = high = q[y, x]
-                for yy in range(y + 1, min(y + window_h, low_h)):
-                    low, high = min(low, q[yy, x]), max(high, q[yy, x])
-                window_min[y, x], window_max[y, x] = low, high
+                window_min[y, x] = window_max[y, x] = safe[y, x]
+            for yy in range(y + 1, min(y + window_h, low_h)):
+                for x in range(x_from, x_to):
+                    value = safe[yy, x]
+                    window_min[y, x] = value if value < window_min[y, x] else window_min[y, x]
+                    window_max[y, x] = value if value > window_max[y, x] else window_max[y, x]
         for y in range(y_from, active_bottom + 1):
             run_start[y, 0], run_end[y, 0], run_status[y, 0] = 0, column_start[x_from], 0
             runs, uncertain_from[y], uncertain_to[y] = 1, out_w, 0

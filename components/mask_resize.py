@@ -91,19 +91,6 @@ def axis_weights(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndar
     return index0, index1, (np.float32(1) - weight1).astype(np.float32), weight1
 
 
-def active_rectangles(active: Tensor) -> np.ndarray:
-    """(K, 4) first row, last row, first column, last column where each (K, h, w) map is True;
-    last row -1 where it is nowhere."""
-    as_bytes = active.view(torch.uint8)
-    rows, cols = as_bytes.amax(dim=2), as_bytes.amax(dim=1)  # amax: much faster than any() on CPU
-    height, width = active.shape[-2:]
-    top, left = rows.argmax(dim=1), cols.argmax(dim=1)
-    bottom, right = height - 1 - rows.flip(1).argmax(dim=1), width - 1 - cols.flip(1).argmax(dim=1)
-    rectangles = torch.stack([top, bottom, left, right], dim=1)
-    rectangles[rows.amax(dim=1) == 0, 1] = -1
-    return rectangles.numpy().astype(np.int64)
-
-
 def _run_kernel(probs, input_size, image_size, original_size, threshold):
     kernel = _compiled_kernel()
     count, low_h, low_w = probs.shape
@@ -126,10 +113,8 @@ def _run_kernel(probs, input_size, image_size, original_size, threshold):
     # Output column c depends on low-resolution column x when column_start[x] <= c < column_start[x + 1].
     column_start = np.searchsorted(col_first, np.arange(low_w + 1)).astype(np.int64)
     window = (int((row_last - row_first).max()) + 1, int((col_last - col_first).max()) + 1)
-    lower = np.float32(threshold) - np.float32(CERTAINTY_MARGIN)
-    safe_probs = torch.nan_to_num(probs, nan=-1.0).contiguous()
-    arguments = (np.ascontiguousarray(probs.numpy()), safe_probs.numpy(), active_rectangles(safe_probs >= float(lower)),
-                 *rows, *cols, *second_rows, *second_cols, row_first.astype(np.int64), column_start, *window,
+    arguments = (np.ascontiguousarray(probs.numpy()), *rows, *cols, *second_rows, *second_cols,
+                 row_first.astype(np.int64), column_start, *window,
                  np.float32(threshold), np.float32(CERTAINTY_MARGIN), masks, boxes)
     workers = min(torch.get_num_threads(), count)
     if workers == 1:
