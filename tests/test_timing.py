@@ -18,6 +18,7 @@ from sparseinst_cli.analysis.timing import (
     unattributed_fraction,
 )
 from sparseinst_cli.cli.app import app
+from sparseinst_cli.deploy.backends import model_variants
 from sparseinst_cli.data.images import typical_size
 from sparseinst_cli.inference import winograd
 from sparseinst_cli.inference.fast_path import (
@@ -180,3 +181,26 @@ def postprocess_one(output, batch):
     from components import postprocess
 
     return postprocess(output, tuple(batch.images.shape[-2:]), batch.image_sizes, batch.original_sizes)[0]
+
+
+def test_time_variants_sets_the_ways_to_run_a_model_side_by_side(tmp_path: Path) -> None:
+    sets = [arg for item in SMALL_MODEL for arg in ("--set", item)]
+    run = CliRunner().invoke(app, ["time", "--recipe", "r50_giam", *sets, "--sizes", "64", "--runs", "2",
+                                   "--warmup", "1", "--out", str(tmp_path), "--variants", "plain,fast,bf16"])
+    assert run.exit_code == 0, run.output
+    timings = json.loads((tmp_path / "timing.json").read_text())["timings"]
+    assert [(t["name"], t["dtype"]) for t in timings] == [
+        ("r50_giam", "fp32"), ("r50_giam (fast)", "fp32"), ("r50_giam (fast)", "bf16")]
+    assert all({"scores", "masks", "postprocess"} <= set(t["modules"]) for t in timings)
+
+    unknown = CliRunner().invoke(app, ["time", "--recipe", "r50_giam", "--variants", "fast,int4"])
+    assert unknown.exit_code != 0 and "int4" in unknown.output and "onnxruntime" in unknown.output
+    recipe = CliRunner().invoke(app, ["time", "--recipe", "r50_giam", "--variants", "onnxruntime"])
+    assert recipe.exit_code != 0 and "checkpoints, not recipes" in recipe.output
+
+
+def test_model_variants_run_an_onnx_file_once_on_onnxruntime() -> None:
+    models = model_variants(["a.safetensors", "b.onnx"], ["plain", "fast", "onnxruntime"])
+    assert [(m.name, m.backend.value, m.optimized) for m in models] == [
+        ("a", "torch", False), ("a (fast)", "torch", True), ("a (onnxruntime)", "onnxruntime", False),
+        ("b (onnxruntime)", "onnxruntime", False)]

@@ -70,8 +70,9 @@ def timing_table(report: TimingReport) -> Table:
         batch = f"x{t.batch}" if t.batch > 1 else ""
         table.add_row(t.name if len(dtypes) < 5 else f"{t.name} {t.dtype}", f"{t.input_size[0]}x{t.input_size[1]}{batch}",
                       *(f"{t.modules[s].median_ms:.1f}" if s in t.modules else "-" for s in stages),
-                      f"{t.end_to_end.median_ms:.1f}", f"{t.fps:.1f}", f"{t.gflops:.1f}")
-    notes = [f"{t.name}: {t.parameters / 1e6:.1f} M parameters" for t in {t.name: t for t in timings}.values()]
+                      f"{t.end_to_end.median_ms:.1f}", f"{t.fps:.1f}", f"{t.gflops:.1f}" if t.gflops else "-")
+    notes = [f"{t.name}: {t.parameters / 1e6:.1f} M parameters" for t in {t.name: t for t in timings}.values()
+             if t.parameters]  # an onnxruntime model's are not counted
     if per_module:
         worst = max(unattributed_fraction(t) for t in timings if UNATTRIBUTED in t.modules)
         notes.append("'masks' is the part of 'post' that makes the masks at image size and their boxes")

@@ -23,6 +23,18 @@ class Backend(str, Enum):
     onnxruntime = "onnxruntime"
 
 
+# The ways to run one model that ``sparseinst time --variants`` sets side by side.
+VARIANTS = {
+    "plain": {"fast": False},
+    "fast": {"fast": True},
+    "fp16": {"fast": True, "dtype": Precision.fp16},
+    "bf16": {"fast": True, "dtype": Precision.bf16},
+    "auto": {"fast": True, "dtype": Precision.auto},
+    "compile": {"fast": True, "compile": True},
+    "onnxruntime": {"backend": Backend.onnxruntime},
+}
+
+
 def is_checkpoint(source: str | Path) -> bool:
     """A model file (else a recipe's name or path)."""
     return str(source).endswith(CHECKPOINT_SUFFIXES)
@@ -77,7 +89,8 @@ class ModelSource:
     def name(self) -> str:
         """A short label: the file's or recipe's stem, with the path it runs on."""
         stem = Path(self.weights).stem if self.weights is not None else Path(str(self.recipe)).stem
-        return stem + (" (fast)" if self.optimized else "") + (" (onnxruntime)" if self.backend != Backend.torch else "")
+        path = " (onnxruntime)" if self.backend != Backend.torch else " (fast)" if self.optimized else ""
+        return stem + path + (" compiled" if self.compile else "")
 
     def open(self, dataset_categories: list[dict] | None = None) -> Predictor:
         """The predictor. With ``dataset_categories`` its classes take a dataset's category ids
@@ -95,3 +108,23 @@ class ModelSource:
         if dataset_categories is not None:
             predictor.categories = match_categories(predictor.categories, dataset_categories)
         return predictor
+
+
+def model_variants(sources: list[str], names: list[str], **options) -> list[ModelSource]:
+    """Each of ``sources`` (checkpoints or recipes) run each way in ``names`` (keys of
+    ``VARIANTS``), in that order; an ``.onnx`` file runs on onnxruntime only, once."""
+    unknown = [name for name in names if name not in VARIANTS]
+    if unknown or not names:
+        raise SparseInstError(f"variants: unknown {', '.join(unknown) or '(none given)'}; choose from "
+                              f"{', '.join(VARIANTS)}", setting="variants")
+    base = {**options, "fast": True, "dtype": Precision.fp32, "compile": False, "backend": Backend.torch}
+    models = []
+    for source in sources:
+        if str(source).endswith(".onnx"):
+            models.append(ModelSource.parse(source, **{**base, "backend": Backend.onnxruntime}))
+        elif not is_checkpoint(source) and "onnxruntime" in names:
+            raise SparseInstError(f"{source}: the onnxruntime variant runs checkpoints, not recipes",
+                                  setting="variants")
+        else:
+            models.extend(ModelSource.parse(source, **{**base, **VARIANTS[name]}) for name in names)
+    return models

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from ...analysis.timing import time_models
-from ...deploy.backends import Backend, ModelSource
+from ...deploy.backends import Backend, ModelSource, model_variants
 from ...files import output_folder
 from ...inference.predictor import Precision
 from ..console import console, fail
@@ -39,6 +39,10 @@ def time_command(
     dtype: DtypeOption = Precision.fp32,
     fast: Annotated[bool, typer.Option(help="Time the optimized model (batch norm folded, NHWC).")] = False,
     compile: Annotated[bool, typer.Option("--compile", help="With --fast: torch.compile the model.")] = False,
+    variants: Annotated[Optional[str], typer.Option(  # noqa: UP007
+        help="Time each model several ways side by side, e.g. plain,fast,bf16,onnxruntime (also fp16, auto, "
+             "compile); replaces --fast/--dtype/--backend/--compile. An .onnx model (say an int8 one) runs "
+             "on onnxruntime.")] = None,
     image: Annotated[Optional[Path], typer.Option(  # noqa: UP007
         help="Image to time on (default: a built-in demo scene).")] = None,
     warmup: Annotated[int, typer.Option(help="Untimed runs first.")] = 3,
@@ -58,6 +62,7 @@ def time_command(
       sparseinst time --recipe r50_giam --sizes 448,512,608,640
       sparseinst time --weights runs/demo/model.safetensors --fast --device cuda --dtype fp16 --batch 32
       sparseinst time --recipe r50_base --compare r50_giam --compare r50_giam_softmax
+      sparseinst time --weights model.safetensors --variants plain,fast,bf16,onnxruntime --compare model.int8.onnx
     """
     sources = ([recipe] if recipe else []) + ([str(weights)] if weights else []) + list(compare or [])
     if not sources or (recipe and weights):
@@ -66,7 +71,11 @@ def time_command(
                "compile": compile}
     output_folder(out)
     with ProgressBar() as progress:
-        models = [ModelSource.parse(source, **options) for source in sources]
+        if variants:
+            names = [name.strip() for name in variants.split(",") if name.strip()]
+            models = model_variants(sources, names, device=device, overrides=tuple(overrides or []))
+        else:
+            models = [ModelSource.parse(source, **options) for source in sources]
         report = time_models(models, parse_sizes(sizes), image=image, batch=batch, warmup=warmup, runs=runs,
                              per_module=per_module, threads=threads, progress=progress)
         path = report.save(out / "timing.json")
