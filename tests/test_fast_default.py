@@ -84,3 +84,34 @@ def test_auto_precision_is_bf16_only_where_native(tmp_path: Path, monkeypatch, f
     monkeypatch.setattr(predictor_module, "CPU_INFO", str(cpuinfo))
     assert resolve_precision("auto", torch.device("cpu")) == expected
     assert resolve_precision(Precision.fp16, torch.device("cpu")) == "fp16"  # explicit choices stay as asked
+
+
+def test_predictor_takes_arrays_pil_images_paths_and_bgr_frames_alike(checkpoint: Path, tmp_path: Path) -> None:
+    import warnings
+
+    from PIL import Image
+
+    from sparseinst_cli.errors import ImageError
+
+    predictor = Predictor.from_checkpoint(checkpoint)
+    rgb = shapes_image(90, 120, seed=8)
+    path = tmp_path / "a.png"
+    write_image(path, rgb)
+    read_only = rgb.copy()
+    read_only.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch warns on non-writable arrays; none may reach the user
+        results = predictor([rgb, read_only, Image.fromarray(rgb), str(path), path])
+        bgr = predictor([rgb[:, :, ::-1].copy()], bgr=True)[0]
+    reference = results[0]
+    assert len(reference) > 0
+    for other in (*results[1:], bgr):
+        assert torch.equal(other.labels, reference.labels)  # batch positions may differ in the last float bits
+        assert torch.allclose(other.scores, reference.scores, atol=SCORE_TOLERANCE)
+        assert (other.masks == reference.masks).float().mean() >= MASK_AGREEMENT
+    gray = predictor([rgb[:, :, 0]])[0]
+    assert gray.image_size == (90, 120)
+    with pytest.raises(ImageError, match="uint8"):
+        predictor([rgb.astype("float32")])
+    with pytest.raises(ImageError, match=r"shape \(H, W, 3\)"):
+        predictor([rgb[:, :, :2]])

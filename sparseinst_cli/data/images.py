@@ -61,6 +61,26 @@ def read_image(path: str | Path) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
+def as_rgb_array(image: np.ndarray | Image.Image | str | Path, bgr: bool = False) -> np.ndarray:
+    """An image given as a path, a PIL image or a uint8 array (H, W, 3), RGB, or BGR with ``bgr``
+    (OpenCV's frames; also (H, W) grayscale and (H, W, 4) with alpha) -> a writable RGB uint8
+    array (H, W, 3). Read-only arrays are copied, not refused."""
+    if isinstance(image, (str, Path)):
+        return read_image(image)
+    if isinstance(image, Image.Image):
+        return np.asarray(image.convert("RGB")).copy()
+    if not isinstance(image, np.ndarray):
+        raise ImageError(f"expected a path, a PIL image or a numpy array, got {type(image).__name__}")
+    if image.dtype != np.uint8:
+        raise ImageError(f"expected a uint8 image array, got dtype {image.dtype}")
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    if image.ndim != 3 or image.shape[2] not in (3, 4) or min(image.shape[:2]) == 0:
+        raise ImageError(f"expected an image array of shape (H, W, 3), got {image.shape}")
+    image = image[:, :, 2::-1] if bgr else image[:, :, :3]
+    return np.ascontiguousarray(image) if image.flags.writeable else np.array(image)
+
+
 def write_image(path: str | Path, rgb: np.ndarray) -> None:
     path = Path(path)
     ok, encoded = cv2.imencode(path.suffix or ".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor
 from torchvision.transforms.v2 import functional as TF
 
@@ -17,13 +18,13 @@ from components import Instances, SparseInst, SparseInstOutput, postprocess
 from ..builder import build_model
 from ..checkpoint import load_model
 from ..data.coco import default_categories
-from ..data.images import pad_batch, read_image, resized_shape
+from ..data.images import as_rgb_array, pad_batch, resized_shape
 from ..errors import RecipeError, SparseInstError
 from ..recipe import Recipe, load_recipe, recipe_from_data
 from .fast_path import optimize_for_inference
 from .onnx_runtime import OnnxModel
 
-ImageInput = np.ndarray | str | Path
+ImageInput = np.ndarray | Image.Image | str | Path
 
 
 class Precision(str, Enum):
@@ -179,9 +180,7 @@ class Predictor:
         """RGB uint8 arrays (H, W, 3) -> a padded, normalized batch (SPEC 1.1)."""
         spec = self.recipe.input
         tensors, sizes, originals = [], [], []
-        for image in images:
-            if image.ndim != 3 or image.shape[2] != 3:
-                raise ValueError(f"expected an RGB image of shape (H, W, 3), got {image.shape}")
+        for image in map(as_rgb_array, images):
             size = resized_shape(*image.shape[:2], spec.min_size_test, spec.max_size_test)
             tensors.append(self.normalized(image, size))
             sizes.append(size)
@@ -203,9 +202,11 @@ class Predictor:
         return SparseInstOutput(*(None if t is None else t.float() for t in output))
 
     @torch.inference_mode()
-    def predict(self, images: Sequence[ImageInput]) -> list[Instances]:
-        """Instances per image at its original size. Paths are read as RGB."""
-        arrays = [read_image(image) if isinstance(image, (str, Path)) else image for image in images]
+    def predict(self, images: Sequence[ImageInput], bgr: bool = False) -> list[Instances]:
+        """Instances per image at its original size. ``images``: paths, PIL images or uint8 arrays
+        (H, W, 3), RGB, or BGR with ``bgr`` (OpenCV's images and video frames); read-only arrays
+        are fine."""
+        arrays = [as_rgb_array(image, bgr) for image in images]
         batch = self.preprocess(arrays)
         return self.postprocess(self.forward(batch), batch)
 
