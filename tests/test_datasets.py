@@ -152,7 +152,7 @@ def test_malformed_annotations_are_skipped_with_their_reason(tmp_path: Path) -> 
     json_path, folder = make_coco(tmp_path, annotations=[ann(1, [RECT])] + [entry for entry, _ in MALFORMED])
     dataset = CocoInstances(json_path, folder)
     assert len(dataset.load(0).masks) == 1
-    reasons = dict(dataset.summary.skipped_annotations)
+    reasons = {issue.name: issue.reason for issue in dataset.summary.skipped_annotations}
     for entry, reason in MALFORMED:
         name = f"annotation {entry['id']}" + ("" if entry["image_id"] == 77 else " (image 'a.png')")
         assert reasons[name] == reason

@@ -18,8 +18,8 @@ from sparseinst_cli.analysis.timing import (
     unattributed_fraction,
 )
 from sparseinst_cli.cli.app import app
-from sparseinst_cli.deploy.backends import model_variants
 from sparseinst_cli.data.images import typical_size
+from sparseinst_cli.deploy.backends import model_variants
 from sparseinst_cli.inference import winograd
 from sparseinst_cli.inference.fast_path import (
     fold_frozen_batch_norm,

@@ -10,6 +10,7 @@ from ..analysis.activation_maps import IAMFigure
 from ..analysis.coco_eval import SUMMARY_KEYS, Evaluation
 from ..analysis.tide import TideReport, comparison_rows
 from ..analysis.timing import STAGES, UNATTRIBUTED, TimingReport, unattributed_fraction
+from ..data.check import DatasetCheck
 from ..engine.transfer import TransferReport
 from ..inference.batches import PredictReport
 
@@ -121,3 +122,37 @@ def transfer_table(report: TransferReport) -> Table:
 
 def _names(names: list[str]) -> str:
     return ", ".join(names[:MAX_NAMES_SHOWN]) + (f", ... ({len(names)} in all)" if len(names) > MAX_NAMES_SHOWN else "")
+
+
+def dataset_tables(check: DatasetCheck) -> list[Table]:
+    """The summary of ``data check`` and, when there are any, its problems by kind."""
+    summary = Table(title=f"{check.annotations}", title_justify="left", show_header=False)
+    summary.add_column("")
+    summary.add_column("", justify="right")
+    sizes = check.image_sizes
+    instance_sizes = ", ".join(f"{k} {v}" for k, v in check.instance_sizes.items())
+    for name, value in (("images", check.images), ("instances", check.instances),
+                        ("classes", len(check.instances_per_class)),
+                        ("classes without instances", sum(v == 0 for v in check.instances_per_class.values())),
+                        ("images without instances", check.images_without_instances),
+                        ("crowd regions (left out of training)", check.crowd_regions),
+                        ("image height min / median / max",
+                         f"{sizes['min_height']} / {sizes['median_height']} / {sizes['max_height']}"),
+                        ("image width min / median / max",
+                         f"{sizes['min_width']} / {sizes['median_width']} / {sizes['max_width']}"),
+                        ("instances small / medium / large", instance_sizes)):
+        summary.add_row(name, str(value))
+    classes = Table(title="instances per class", title_justify="left")
+    classes.add_column("class")
+    classes.add_column("instances", justify="right")
+    for name, count in check.instances_per_class.items():
+        classes.add_row(name, str(count))
+    tables = [summary, classes]
+    if check.problems:
+        problems = Table(title=f"{len(check.problems)} problem(s)", title_justify="left")
+        for column in ("kind", "where", "what"):
+            problems.add_column(column)
+        for issue in sorted(check.problems, key=lambda i: i.kind):
+            problems.add_row(issue.kind, issue.name, issue.reason)
+        tables.append(problems)
+    return tables

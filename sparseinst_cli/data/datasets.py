@@ -39,6 +39,26 @@ class Sample(NamedTuple):
     file_name: str
 
 
+class Issue(NamedTuple):
+    """Something in a dataset that reading skipped or repaired: what, why, and of which kind."""
+
+    name: str
+    reason: str
+    kind: str
+
+
+# The kinds of issue, for reports that group them (sparseinst data check).
+MALFORMED = "malformed entry"
+MISSING_FIELD = "missing field"
+INVALID_IMAGE_FIELDS = "invalid image fields"
+DUPLICATE_IMAGE_ID = "duplicate image id"
+MISSING_IMAGE_FILE = "image file not found"
+UNKNOWN_IMAGE = "annotation of an unknown image"
+UNKNOWN_CATEGORY = "unknown category"
+INVALID_SEGMENTATION = "invalid segmentation"
+RECOMPUTED_AREA_OR_BOX = "area or bbox recomputed"
+
+
 class ImageInfo(NamedTuple):
     id: int
     file_name: str
@@ -54,14 +74,14 @@ class DatasetSummary:
     annotations: int = 0  # instances kept
     crowd: int = 0  # iscrowd=1 annotations, left out of the targets (kept for evaluation)
     empty_images: int = 0  # usable images without instances (kept)
-    skipped_images: list[tuple[str, str]] = field(default_factory=list)  # (name, reason)
-    skipped_annotations: list[tuple[str, str]] = field(default_factory=list)  # (name, reason)
-    repaired_annotations: list[tuple[str, str]] = field(default_factory=list)  # (name, what was recomputed)
+    skipped_images: list[Issue] = field(default_factory=list)
+    skipped_annotations: list[Issue] = field(default_factory=list)
+    repaired_annotations: list[Issue] = field(default_factory=list)  # reason: what was recomputed
 
     def problems(self) -> list[str]:
         """One line per skipped image or annotation."""
-        return ([f"skipped {name}: {reason}" for name, reason in (*self.skipped_images, *self.skipped_annotations)]
-                + [f"repaired {name}: {what}" for name, what in self.repaired_annotations])
+        return ([f"skipped {i.name}: {i.reason}" for i in (*self.skipped_images, *self.skipped_annotations)]
+                + [f"repaired {i.name}: {i.reason}" for i in self.repaired_annotations])
 
     def __str__(self) -> str:
         return (
@@ -123,6 +143,10 @@ class CocoInstances(Dataset):
         """The image's id, file name and size from the JSON, without reading the image."""
         return ImageInfo(*self._record(index)[:4])
 
+    def annotations_of(self, index: int) -> tuple[tuple[int, ...], list]:
+        """The image's instances as read for training: contiguous labels and COCO segmentations."""
+        return self._record(index)[4:6]
+
     def load(self, index: int) -> Sample:
         """The image (RGB) and its instances' masks and labels.
 
@@ -150,10 +174,10 @@ class CocoInstances(Dataset):
         start = 0 if index == 0 else int(self._ends[index - 1])
         return pickle.loads(self._buffer[start : int(self._ends[index])].tobytes())
 
-    def _skip(self, items: list[tuple[str, str]], name: str, reason: str) -> None:
+    def _skip(self, items: list[Issue], name: str, reason: str, kind: str) -> None:
         if self.strict:
             raise DatasetError(f"{self.annotations_file}: {name}: {reason}")
-        items.append((name, reason))
+        items.append(Issue(name, reason, kind))
 
     def _read_categories(self, categories: Any) -> list[dict]:
         source = self.annotations_file
@@ -175,22 +199,24 @@ class CocoInstances(Dataset):
         for position, entry in enumerate(images):
             name = _image_name(entry, position)
             if not isinstance(entry, dict):
-                self._skip(skipped, name, "not a JSON object")
+                self._skip(skipped, name, "not a JSON object", MALFORMED)
                 continue
             missing = [key for key in IMAGE_FIELDS if key not in entry]
             if missing:
-                self._skip(skipped, name, "missing " + ", ".join(repr(key) for key in missing))
+                self._skip(skipped, name, "missing " + ", ".join(repr(key) for key in missing), MISSING_FIELD)
                 continue
             image_id, file_name, height, width = (entry[key] for key in IMAGE_FIELDS)
             if not is_integer(image_id) or not isinstance(file_name, str) or not file_name:
-                self._skip(skipped, name, "'id' must be an integer and 'file_name' a non-empty string")
+                self._skip(skipped, name, "'id' must be an integer and 'file_name' a non-empty string",
+                           INVALID_IMAGE_FIELDS)
             elif not (is_integer(height) and is_integer(width) and height > 0 and width > 0):
-                self._skip(skipped, name, f"height and width must be positive integers, not {height!r}, {width!r}")
+                self._skip(skipped, name, f"height and width must be positive integers, not {height!r}, {width!r}",
+                           INVALID_IMAGE_FIELDS)
             elif image_id in records:
-                self._skip(skipped, name, f"duplicate image id {image_id}")
+                self._skip(skipped, name, f"duplicate image id {image_id}", DUPLICATE_IMAGE_ID)
             elif self.image_root is not None and not (self.image_root / file_name).is_file():
                 records[image_id] = None
-                self._skip(skipped, name, f"file not found: {self.image_root / file_name}")
+                self._skip(skipped, name, f"file not found: {self.image_root / file_name}", MISSING_IMAGE_FILE)
             else:
                 records[image_id] = {
                     "id": image_id, "file_name": file_name, "height": height, "width": width, "labels": [], "segms": []
@@ -202,16 +228,16 @@ class CocoInstances(Dataset):
         skipped = self.summary.skipped_annotations
         for position, entry in enumerate(annotations):
             if not isinstance(entry, dict):
-                self._skip(skipped, f"annotation #{position}", "not a JSON object")
+                self._skip(skipped, f"annotation #{position}", "not a JSON object", MALFORMED)
                 continue
             ann_id = entry.get("id")
             name = f"annotation {ann_id}" if is_integer(ann_id) else f"annotation #{position}"
             image_id = entry.get("image_id")
             if "image_id" not in entry:
-                self._skip(skipped, name, "missing 'image_id'")
+                self._skip(skipped, name, "missing 'image_id'", MISSING_FIELD)
                 continue
             if not is_integer(image_id) or image_id not in records:
-                self._skip(skipped, name, f"image id {image_id!r} not in images")
+                self._skip(skipped, name, f"image id {image_id!r} not in images", UNKNOWN_IMAGE)
                 continue
             record = records[image_id]
             if record is None:
@@ -219,14 +245,14 @@ class CocoInstances(Dataset):
             name = f"{name} (image {record['file_name']!r})"
             missing = [key for key in ANNOTATION_FIELDS if key not in entry]
             if missing:
-                self._skip(skipped, name, "missing " + ", ".join(repr(key) for key in missing))
+                self._skip(skipped, name, "missing " + ", ".join(repr(key) for key in missing), MISSING_FIELD)
                 continue
             if not is_integer(entry["category_id"]) or entry["category_id"] not in labels:
-                self._skip(skipped, name, f"unknown category id {entry['category_id']!r}")
+                self._skip(skipped, name, f"unknown category id {entry['category_id']!r}", UNKNOWN_CATEGORY)
                 continue
             problem = segmentation_problem(entry["segmentation"], record["height"], record["width"])
             if problem:
-                self._skip(skipped, name, problem)
+                self._skip(skipped, name, problem, INVALID_SEGMENTATION)
                 continue
             crowd = bool(entry.get("iscrowd", 0))
             if self._evaluated is not None:
@@ -251,7 +277,8 @@ class CocoInstances(Dataset):
             box = box if box_ok else mask_utils.toBbox(rle).tolist()
             repaired = [key for key, ok in (("area", area_ok), ("bbox", box_ok)) if not ok and key in entry]
             if repaired:
-                self.summary.repaired_annotations.append((name, f"{' and '.join(repaired)} recomputed from the mask"))
+                self.summary.repaired_annotations.append(
+                    Issue(name, f"{' and '.join(repaired)} recomputed from the mask", RECOMPUTED_AREA_OR_BOX))
         return {"id": len(self._evaluated) + 1, "image_id": record["id"], "category_id": entry["category_id"],
                 "segmentation": entry["segmentation"], "area": area, "bbox": box, "iscrowd": int(crowd)}
 

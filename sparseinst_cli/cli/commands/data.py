@@ -1,0 +1,70 @@
+"""``sparseinst data check`` and ``sparseinst data split``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ...analysis.dataset_figure import save_dataset_figure
+from ...data.check import check_dataset
+from ...data.split import split_dataset
+from ...files import output_folder, write_json
+from ..console import console
+from ..exit_codes import EXIT_FAILED
+from ..options import RUNS
+from ..progress import ProgressBar
+from ..tables import dataset_tables
+
+CHECK_FILE, FIGURE_FILE = "check.json", "dataset.png"
+
+
+def check(
+    context: typer.Context,
+    annotations: Annotated[Path, typer.Argument(help="COCO instances JSON.")],
+    images: Annotated[Optional[Path], typer.Option(  # noqa: UP007 - typer needs Optional
+        "--images", help="Its image folder (each file is read as training reads it).")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="Read only the image files' headers, not their pixels.")] = False,
+    out: Annotated[Path, typer.Option("--out", "-o", help=f"Folder for {CHECK_FILE} and {FIGURE_FILE}.")] = RUNS / "data-check",
+) -> None:
+    """Read a dataset exactly as training does: a summary (images, instances per class, image and
+    instance sizes, images without instances, crowd regions) and every problem by kind. Exit 0
+    when clean, 1 when it found problems.
+
+    Examples:
+      sparseinst data check data/coco/annotations/instances_val2017.json --images data/coco/val2017
+      sparseinst data check labels.json --images photos/ --quick
+    """
+    output_folder(out)
+    with ProgressBar() as progress:
+        report = check_dataset(annotations, images, decode=not quick, progress=progress)
+    for table in dataset_tables(report):
+        console.print(table)
+    path = write_json(out / CHECK_FILE, report.to_json())
+    figure = save_dataset_figure(report, out / FIGURE_FILE)
+    console.print(f"report: {path}; figure: {figure}")
+    if report.problems:
+        console.print(f"{len(report.problems)} problem(s) found")
+        raise typer.Exit(EXIT_FAILED)
+    console.print("no problems found")
+
+
+def split(
+    context: typer.Context,
+    annotations: Annotated[Path, typer.Argument(help="COCO instances JSON to split by image.")],
+    val: Annotated[float, typer.Option("--val", help="Share of the images for validation (0-1).")] = 0.2,
+    seed: Annotated[int, typer.Option(help="Same file, share and seed: the same split.")] = 0,
+    out: Annotated[Optional[Path], typer.Option(  # noqa: UP007
+        "--out", "-o", help="Folder for STEM_train.json and STEM_val.json [default: beside the input].")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing split files.")] = False,
+) -> None:
+    """Split a COCO file into train and val by image, deterministically; annotations follow
+    their image.
+
+    Examples:
+      sparseinst data split labels.json --val 0.2 --seed 0
+    """
+    result = split_dataset(annotations, val, seed, out=out, overwrite=overwrite)
+    console.print(f"train: {result.train} ({result.train_images} images, {result.train_instances} instances); "
+                  f"val: {result.val} ({result.val_images} images, {result.val_instances} instances)")
