@@ -13,12 +13,22 @@ from typing import Any
 from .errors import SparseInstError
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)  # the only way to read it; done once, at import, before any thread exists
+    os.umask(mask)
+    return mask
+
+
+UMASK = _read_umask()
+
+
 def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     """Call ``write(tmp_path)`` then rename onto ``path``: a crash never leaves half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
+        os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp's 0600 would hide the result from the user's group
         write(Path(tmp))
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rich.markup import escape
 from rich.table import Table
 
 from ..analysis.activation_maps import IAMFigure
@@ -13,6 +14,7 @@ from ..analysis.timing import STAGES, UNATTRIBUTED, TimingReport, unattributed_f
 from ..data.check import DatasetCheck
 from ..engine.transfer import TransferReport
 from ..inference.batches import PredictReport
+from ..inference.video import VideoReport
 
 MAX_NAMES_SHOWN = 6
 
@@ -156,3 +158,17 @@ def dataset_tables(check: DatasetCheck) -> list[Table]:
             problems.add_row(issue.kind, issue.name, issue.reason)
         tables.append(problems)
     return tables
+
+
+def videos_table(reports: list[VideoReport]) -> Table:
+    table = Table(title="Videos")
+    for column in ("source", "size", "frames", "frames/s", "source fps", "outputs"):
+        table.add_column(column, justify="left" if column in ("source", "outputs") else "right")
+    for r in reports:
+        if r.error:
+            table.add_row(r.source, "-", "-", "-", "-", f"[red]failed:[/] {escape(r.error)}")
+            continue
+        outputs = ", ".join(str(p) for p in (r.video, r.records) if p) + (" (interrupted)" if r.interrupted else "")
+        table.add_row(r.source, f"{r.width}×{r.height}", str(r.frames), f"{r.frames_per_second:.1f}",
+                      f"{r.source_fps:.1f}", escape(outputs))
+    return table

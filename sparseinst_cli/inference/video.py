@@ -1,0 +1,272 @@
+"""Running a predictor over a video file, a camera or a stream.
+
+Decoding, inference and encoding overlap: a reader thread decodes frames into a small queue, the
+calling thread runs the model, and a writer thread draws the overlays, encodes the annotated
+video and writes one JSON line per frame. OpenCV's decoders and encoders release the GIL, so on
+a multi-core CPU the throughput approaches the model's own latency.
+
+Outputs per source, in the output folder: ``STEM.mp4`` (the annotated video: same size, the
+source's frame rate divided by the stride, codec ``VIDEO_CODEC``) and ``STEM.jsonl`` (per
+frame: index, time in seconds, instances with COCO RLE masks, scores, category ids, boxes).
+Both are written under temporary names and renamed when the source ends or on Ctrl-C (the
+video is closed, so it stays playable); a killed run leaves no half file under the final names.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import re
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+
+from ..data.coco import coco_results
+from ..data.images import collect_images
+from ..errors import ImageError
+from ..files import output_folder, write_json
+from ..progress import SILENT, Progress
+from .drawing import SHOW_THRESHOLD, draw_instances
+from .predictor import Predictor
+
+VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts"})
+STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
+VIDEO_CODEC = "mp4v"  # MPEG-4 Part 2 in an .mp4 file: every OpenCV build can write it
+STREAM_FPS = 25.0  # the frame rate written when a camera or stream does not tell its own
+QUEUE_FRAMES = 4  # frames in flight between the threads
+VIDEOS_FILE = "videos.json"
+_END = object()
+
+
+def is_video_source(source: str | Path) -> bool:
+    """A video file (by suffix), a camera index ("0") or a stream URL."""
+    text = str(source)
+    return text.isdigit() or text.lower().startswith(STREAM_SCHEMES) or Path(text).suffix.lower() in VIDEO_SUFFIXES
+
+
+@dataclass
+class VideoReport:
+    source: str
+    frames: int = 0  # frames predicted
+    seconds: float = 0.0  # wall time from the first frame read to the last one written
+    frames_per_second: float = 0.0  # throughput of the whole pipeline
+    source_fps: float = 0.0
+    width: int = 0
+    height: int = 0
+    video: str | None = None  # the annotated video (None with overlays off)
+    records: str | None = None  # the JSON-lines file
+    codec: str = VIDEO_CODEC
+    interrupted: bool = False
+    error: str | None = None
+
+
+def predict_video(
+    predictor: Predictor,
+    source: str | Path,
+    out_dir: Path,
+    *,
+    stride: int = 1,
+    max_frames: int | None = None,
+    show_threshold: float = SHOW_THRESHOLD,
+    overlays: bool = True,
+    name: str | None = None,
+    progress: Progress = SILENT,
+) -> VideoReport:
+    """Predict every ``stride``-th frame of ``source`` (a video file, a camera index or a stream
+    URL), at most ``max_frames``; returns the report. An unreadable source raises ``ImageError``
+    naming it; Ctrl-C closes the outputs, then propagates."""
+    if stride < 1:
+        raise ImageError(f"the frame stride must be at least 1, got {stride}")
+    output_folder(out_dir)
+    capture = _open(source)
+    report = VideoReport(str(source), source_fps=float(capture.get(cv2.CAP_PROP_FPS) or 0.0),
+                         width=int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
+                         height=int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+    stem = name or output_stem(source)
+    records_path, video_path = out_dir / f"{stem}.jsonl", out_dir / f"{stem}.mp4"
+    partial_records, partial_video = (path.with_name(f".{path.name}.partial{path.suffix}")
+                                      for path in (records_path, video_path))
+    fps = (report.source_fps if report.source_fps > 0 else STREAM_FPS) / stride
+    writer = None
+    if overlays:
+        writer = cv2.VideoWriter(str(partial_video), cv2.VideoWriter_fourcc(*VIDEO_CODEC), fps,
+                                 (report.width, report.height))
+        if not writer.isOpened():
+            capture.release()
+            raise ImageError(f"{video_path}: OpenCV cannot write {VIDEO_CODEC} video here")
+    frame_count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+    total = -(-frame_count // stride) if frame_count > 0 else 0
+    total = min(total, max_frames) if max_frames and total else (max_frames or total)
+    progress.start(stem, total, unit="frame")
+    stop = threading.Event()
+    frames: queue.Queue = queue.Queue(QUEUE_FRAMES)
+    results: queue.Queue = queue.Queue(QUEUE_FRAMES)
+    reader = threading.Thread(target=_read, args=(capture, frames, stride, max_frames, report.source_fps, stop),
+                              daemon=True, name="video-reader")
+    records = partial_records.open("w")
+    failures: list[BaseException] = []
+    encoder = threading.Thread(target=_write, args=(results, writer, records, predictor, show_threshold, failures),
+                               daemon=True, name="video-writer")
+    start = time.perf_counter()
+    reader.start()
+    encoder.start()
+    try:
+        while (item := frames.get()) is not _END:
+            index, timestamp, frame = item
+            instances = predictor.predict([frame], bgr=True)[0].to("cpu")
+            results.put((index, timestamp, frame, instances))
+            report.frames += 1
+            progress.advance()
+    except KeyboardInterrupt:
+        report.interrupted = True
+        raise
+    finally:
+        stop.set()
+        results.put(_END)
+        encoder.join()
+        reader.join()
+        capture.release()
+        records.close()
+        if writer is not None:
+            writer.release()
+            partial_video.replace(video_path)
+            report.video = str(video_path)
+        partial_records.replace(records_path)
+        report.records = str(records_path)
+        report.seconds = round(time.perf_counter() - start, 3)
+        report.frames_per_second = round(report.frames / report.seconds, 2) if report.seconds else 0.0
+        progress.stop()
+    if failures:
+        raise failures[0]
+    return report
+
+
+def collect_sources(inputs: Sequence[str]) -> tuple[list[Path], list[str], list[str]]:
+    """(images, video sources, problems) for what a user named: image files and folders (searched
+    recursively for images and videos), video files, camera indices and stream URLs."""
+    videos = [text for text in inputs if is_video_source(text)]
+    others = [text for text in inputs if not is_video_source(text)]
+    images, problems = collect_images(others)
+    for folder in (Path(text) for text in others if Path(text).is_dir()):
+        found = sorted(str(p) for p in folder.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
+        videos.extend(found)
+        if found:  # a folder of videos is not a folder without images
+            problems = [p for p in problems if not p.startswith(f"{folder}: folder holds no images")]
+    return images, videos, problems
+
+
+def predict_videos(predictor: Predictor, sources: Sequence[str], out_dir: Path, *, stride: int = 1,
+                   max_frames: int | None = None, show_threshold: float = SHOW_THRESHOLD, overlays: bool = True,
+                   progress: Progress = SILENT) -> list[VideoReport]:
+    """``predict_video`` for each source in turn; an unreadable one is recorded and skipped.
+    ``videos.json`` in ``out_dir`` lists the reports, rewritten after each source."""
+    reports: list[VideoReport] = []
+    used: set[str] = set()
+    for source in sources:
+        stem, counter = output_stem(source), 1
+        while stem in used:
+            counter += 1
+            stem = f"{output_stem(source)}_{counter}"
+        used.add(stem)
+        try:
+            report = predict_video(predictor, source, out_dir, stride=stride, max_frames=max_frames,
+                                   show_threshold=show_threshold, overlays=overlays, name=stem, progress=progress)
+        except ImageError as error:
+            report = VideoReport(str(source), error=str(error))
+            progress.note(f"failed: {error}")
+        reports.append(report)
+        write_json(out_dir / VIDEOS_FILE, [asdict(r) for r in reports])
+    return reports
+
+
+def output_stem(source: str | Path) -> str:
+    """A file-name stem for a source: the file's stem, "camera0", or the URL made safe."""
+    text = str(source)
+    if text.isdigit():
+        return f"camera{text}"
+    if text.lower().startswith(STREAM_SCHEMES):
+        return re.sub(r"[^A-Za-z0-9._-]+", "_", text.split("://", 1)[1]).strip("_") or "stream"
+    return Path(text).stem
+
+
+def _open(source: str | Path) -> cv2.VideoCapture:
+    text = str(source)
+    if not (text.isdigit() or text.lower().startswith(STREAM_SCHEMES) or Path(text).is_file()):
+        raise ImageError(f"{text}: no such file")
+    capture = cv2.VideoCapture(int(text) if text.isdigit() else text)
+    if not capture.isOpened():
+        capture.release()
+        raise ImageError(f"{text}: not a readable video (corrupt, truncated or an unsupported format)")
+    if not text.isdigit() and not text.lower().startswith(STREAM_SCHEMES):
+        ok, _ = capture.read()  # a file that opens but yields no frame is as unreadable
+        if not ok:
+            capture.release()
+            raise ImageError(f"{text}: not a readable video (no frame could be decoded)")
+        capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
+    return capture
+
+
+def _put(target: queue.Queue, item, stop: threading.Event) -> bool:
+    while not stop.is_set():
+        try:
+            target.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def _read(capture: cv2.VideoCapture, frames: queue.Queue, stride: int, max_frames: int | None, fps: float,
+          stop: threading.Event) -> None:
+    index = taken = 0
+    start = time.perf_counter()
+    try:
+        while not stop.is_set() and (max_frames is None or taken < max_frames):
+            if index % stride:
+                if not capture.grab():
+                    break
+                index += 1
+                continue
+            ok, frame = capture.read()
+            if not ok:
+                break
+            timestamp = index / fps if fps > 0 else time.perf_counter() - start
+            if not _put(frames, (index, timestamp, frame), stop):
+                break
+            index += 1
+            taken += 1
+    finally:
+        while True:  # the end mark must arrive even when the queue is full
+            try:
+                frames.put(_END, timeout=0.1)
+                break
+            except queue.Full:
+                if stop.is_set():
+                    break
+
+
+def _write(results: queue.Queue, writer, records, predictor: Predictor, show_threshold: float,
+           failures: list[BaseException]) -> None:
+    while (item := results.get()) is not _END:
+        if failures:
+            continue  # keep taking frames so that the model's thread never blocks
+        try:
+            _write_frame(item, writer, records, predictor, show_threshold)
+        except Exception as error:  # noqa: BLE001 - re-raised in the calling thread
+            failures.append(error)
+
+
+def _write_frame(item, writer, records, predictor: Predictor, show_threshold: float) -> None:
+    index, timestamp, frame, instances = item
+    detections = [{key: value for key, value in record.items() if key != "image_id"}
+                  for record in coco_results(instances, index, predictor.categories)]
+    records.write(json.dumps({"frame": index, "time": round(timestamp, 4), "instances": detections},
+                             separators=(",", ":")) + "\n")
+    if writer is not None:
+        rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+        drawn = draw_instances(rgb, instances, predictor.class_names, show_threshold)
+        writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
