@@ -56,7 +56,8 @@ def checkpoint(tmp_path_factory) -> Path:
 def test_a_video_gives_an_annotated_video_and_one_record_per_frame_equal_to_images(checkpoint, tmp_path):
     clip = write_clip(tmp_path / "clip.mp4")
     out = tmp_path / "out"
-    run = CliRunner().invoke(app, ["predict", str(clip), "--weights", str(checkpoint), "--out", str(out)])
+    run = CliRunner().invoke(app, ["predict", str(clip), "--weights", str(checkpoint), "--out", str(out),
+                                   "--show-threshold", "0"])  # record every instance, as images do
     assert run.exit_code == 0, run.output
     annotated = read_frames(out / "clip.mp4")
     assert len(annotated) == FRAMES and annotated[0].shape == (HEIGHT, WIDTH, 3)
@@ -83,6 +84,13 @@ def test_stride_max_frames_and_json_only(checkpoint, tmp_path):
     records = [json.loads(line) for line in (tmp_path / "out" / "clip.jsonl").read_text().splitlines()]
     assert [r["frame"] for r in records] == [0, 3, 6, 9, 12] and report.frames == 5
     assert report.video is None and not (tmp_path / "out" / "clip.mp4").exists()
+    every = predictor([read_frames(clip)[0]], bgr=True)[0]
+    confident = int((every.scores >= 0.45).sum())
+    assert 0 < confident < len(every)  # the threshold below splits this frame's instances
+    predict_video(predictor, clip, tmp_path / "shown", max_frames=1, overlays=False, show_threshold=0.45)
+    first = json.loads((tmp_path / "shown" / "clip.jsonl").read_text().splitlines()[0])
+    assert len(first["instances"]) == confident and all(i["score"] >= 0.45 for i in first["instances"])
+    assert predictor.min_score is None  # restored
 
 
 def test_a_truncated_video_is_reported_and_skipped_while_images_go_on(checkpoint, tmp_path):

@@ -26,12 +26,15 @@ def draw_instances(image: np.ndarray, instances: Instances, class_names: list[st
     instances = instances.to("cpu")
     shown = (instances.scores >= min_score).nonzero().flatten().tolist()
     for rank, index in enumerate(shown):
-        mask = instances.masks[index].numpy()
-        if not mask.any():
-            continue
+        x0, y0, x1, y1 = (int(v) for v in instances.boxes[index])
+        if x1 <= x0 or y1 <= y0:
+            continue  # an empty mask
+        mask = instances.masks[index, y0:y1, x0:x1].numpy()  # the box holds the whole mask
+        region = canvas[y0:y1, x0:x1]
         color = np.array(instance_color(rank), dtype=np.float32)
-        canvas[mask] = (canvas[mask] * (1 - MASK_ALPHA) + color * MASK_ALPHA).astype(np.uint8)
-        contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        region[mask] = (region[mask] * (1 - MASK_ALPHA) + color * MASK_ALPHA).astype(np.uint8)
+        contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE,
+                                       offset=(x0, y0))
         cv2.drawContours(canvas, contours, -1, tuple(int(c) for c in color), 2)
     for rank, index in enumerate(shown):
         x0, y0 = (int(v) for v in instances.boxes[index, :2])

@@ -77,8 +77,10 @@ def predict_video(
     progress: Progress = SILENT,
 ) -> VideoReport:
     """Predict every ``stride``-th frame of ``source`` (a video file, a camera index or a stream
-    URL), at most ``max_frames``; returns the report. An unreadable source raises ``ImageError``
-    naming it; Ctrl-C closes the outputs, then propagates."""
+    URL), at most ``max_frames``; returns the report. Frames record (and show) the instances
+    scoring at least ``show_threshold`` unless the predictor has its own ``min_score`` (0: all).
+    An unreadable source raises ``ImageError`` naming it; Ctrl-C closes the outputs, then
+    propagates."""
     if stride < 1:
         raise ImageError(f"the frame stride must be at least 1, got {stride}")
     output_folder(out_dir)
@@ -114,6 +116,9 @@ def predict_video(
     start = time.perf_counter()
     reader.start()
     encoder.start()
+    own_min_score = predictor.min_score
+    if own_min_score is None:  # masks are made only for what a frame records
+        predictor.min_score = show_threshold
     try:
         while (item := frames.get()) is not _END:
             index, timestamp, frame = item
@@ -125,6 +130,7 @@ def predict_video(
         report.interrupted = True
         raise
     finally:
+        predictor.min_score = own_min_score
         stop.set()
         results.put(_END)
         encoder.join()

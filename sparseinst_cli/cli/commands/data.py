@@ -9,9 +9,10 @@ import typer
 
 from ...analysis.dataset_figure import save_dataset_figure
 from ...data.check import check_dataset
+from ...data.convert import SourceFormat, convert_dataset
 from ...data.split import split_dataset
-from ...files import output_folder, write_json
-from ..console import console
+from ...files import output_file, output_folder, write_json
+from ..console import console, err_console
 from ..exit_codes import EXIT_FAILED
 from ..options import RUNS
 from ..progress import ProgressBar
@@ -68,3 +69,34 @@ def split(
     result = split_dataset(annotations, val, seed, out=out, overwrite=overwrite)
     console.print(f"train: {result.train} ({result.train_images} images, {result.train_instances} instances); "
                   f"val: {result.val} ({result.val_images} images, {result.val_instances} instances)")
+
+
+def convert(
+    context: typer.Context,
+    source: Annotated[Path, typer.Argument(help="The labels: a YOLO labels folder, a LabelMe folder or a folder of "
+                                                 "instance-mask PNGs.")],
+    source_format: Annotated[SourceFormat, typer.Option("--from", help="The labels' format.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The COCO instances JSON to write.")],
+    images: Annotated[Optional[Path], typer.Option(  # noqa: UP007
+        "--images", help="The image folder (yolo and masks: required; labelme: default SOURCE).")] = None,
+    names: Annotated[Optional[Path], typer.Option(  # noqa: UP007
+        "--names", help="yolo: the data YAML or a names file (one class per line).")] = None,
+    class_name: Annotated[str, typer.Option("--class-name", help="masks: the class of every object.")] = "object",
+) -> None:
+    """Convert YOLO segmentation labels, LabelMe JSON or instance-mask PNGs into a COCO
+    instances JSON (multi-part objects and, from masks, holes kept).
+
+    Examples:
+      sparseinst data convert labels/train --from yolo --images images/train --names data.yaml --out train.json
+      sparseinst data convert annotated/ --from labelme --out labels.json
+      sparseinst data convert PennFudanPed/PedMasks --from masks --images PennFudanPed/PNGImages --class-name person --out pennfudan.json
+    """
+    output_file(out, (".json",), inputs=[source])
+    result = convert_dataset(source_format, source, out, images=images, names=names, class_name=class_name)
+    for line in result.skipped:
+        err_console.print(f"[yellow]skipped:[/] {line}")
+    for note in result.notes:
+        err_console.print(f"[yellow]note:[/] {note}")
+    console.print(f"wrote {result.out}: {result.images} images, {result.instances} instances, "
+                  f"{len(result.categories)} classes ({', '.join(result.categories[:10])}"
+                  f"{', ...' if len(result.categories) > 10 else ''})")
