@@ -179,10 +179,7 @@ def mask_ap(annotations: str | Path | COCO, results: list[dict], image_ids: Sequ
     """
     ground_truth = annotations if isinstance(annotations, COCO) else load_ground_truth(annotations)
     image_ids = sorted(image_ids if image_ids is not None else ground_truth.getImgIds())
-    if resolve_coco_backend(backend) == CocoBackend.faster:
-        evaluator = _faster_evaluator(ground_truth, results, image_ids, max_detections)
-    else:
-        evaluator = _reference_evaluator(ground_truth, results, image_ids, max_detections)
+    evaluator = _evaluated(ground_truth, results, image_ids, max_detections, resolve_coco_backend(backend))
     precision = evaluator.eval["precision"]  # (IoU thresholds, recall points, classes, areas, max dets)
     at = {
         "AP": precision[:, :, :, AREA_ALL, -1],
@@ -200,36 +197,27 @@ def mask_ap(annotations: str | Path | COCO, results: list[dict], image_ids: Sequ
     return metrics
 
 
-def _reference_evaluator(ground_truth: COCO, results: list[dict], image_ids: list[int],
-                         max_detections: int) -> COCOeval:
-    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints as it goes
+def _evaluated(ground_truth: COCO, results: list[dict], image_ids: list[int], max_detections: int,
+               backend: CocoBackend):
+    """The accumulated COCOeval (pycocotools', or faster-coco-eval's: the same interface)."""
+    if backend == CocoBackend.faster:
+        from faster_coco_eval import COCO as index_class
+        from faster_coco_eval import COCOeval_faster as evaluator_class
+    else:
+        index_class, evaluator_class = COCO, COCOeval
+    with contextlib.redirect_stdout(io.StringIO()):  # both print as they go
+        truth = ground_truth
+        if index_class is not COCO:
+            truth = index_class()
+            truth.dataset = ground_truth.dataset
+            truth.createIndex()
         if results:
-            detections = ground_truth.loadRes([dict(r) for r in results])  # loadRes adds keys to each record
+            detections = truth.loadRes([dict(r) for r in results])  # loadRes adds keys to each record
         else:
-            detections = COCO()
+            detections = index_class()
             detections.dataset = {"images": ground_truth.dataset["images"], "annotations": [], "categories": []}
             detections.createIndex()
-        evaluator = COCOeval(ground_truth, detections, iouType="segm")
-        evaluator.params.imgIds = image_ids
-        evaluator.params.maxDets = [1, 10, max_detections]
-        evaluator.evaluate()
-        evaluator.accumulate()
-    return evaluator
-
-
-def _faster_evaluator(ground_truth: COCO, results: list[dict], image_ids: list[int], max_detections: int):
-    from faster_coco_eval import COCO as FasterCOCO
-    from faster_coco_eval import COCOeval_faster
-
-    with contextlib.redirect_stdout(io.StringIO()):
-        truth = FasterCOCO()
-        truth.dataset = ground_truth.dataset
-        truth.createIndex()
-        detections = truth.loadRes([dict(r) for r in results]) if results else FasterCOCO()
-        if not results:
-            detections.dataset = {"images": ground_truth.dataset["images"], "annotations": [], "categories": []}
-            detections.createIndex()
-        evaluator = COCOeval_faster(truth, detections, iouType="segm")
+        evaluator = evaluator_class(truth, detections, iouType="segm")
         evaluator.params.imgIds = image_ids
         evaluator.params.maxDets = [1, 10, max_detections]
         evaluator.evaluate()
