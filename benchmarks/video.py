@@ -3,7 +3,8 @@
     python benchmarks/video.py --threads 2 --out runs/bench/video.json
 
 Writes a 640x480 test video (moving shapes, --frames frames), then for each model (the `demo`
-recipe and `r50_giam`, random weights, on the fast path) measures frames per second of
+recipe and `r50_giam`, random weights, and any --weights checkpoints, on the fast path) measures
+frames per second of
 ``predict_video`` (decoding, inference, drawing and encoding overlapped) and the same model's
 ``time`` figure on one 640x480 image (network and post-processing, median). The ratio says how
 close the video pipeline comes to the model's own speed.
@@ -41,7 +42,8 @@ def write_video(path: Path, frames: int) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--recipes", default="demo,r50_giam")
+    parser.add_argument("--recipes", default="demo,r50_giam", help="comma-separated; empty for none")
+    parser.add_argument("--weights", type=Path, action="append", default=[], help="a trained checkpoint (repeatable)")
     parser.add_argument("--frames", type=int, default=30)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("runs/bench/video.json"))
@@ -51,15 +53,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="sparseinst-video-") as folder:
         clip = write_video(Path(folder) / "clip.mp4", args.frames)
         first = cv2.cvtColor(cv2.VideoCapture(str(clip)).read()[1], cv2.COLOR_BGR2RGB)
-        for recipe in args.recipes.split(","):
-            overrides = ["input.min_size_test=480", "input.max_size_test=640"]
-            predictor = Predictor.from_recipe(recipe, overrides=overrides).optimize()
-            timing = time_predictor(predictor, first, name=recipe, size=SIZE, warmup=2, runs=5, per_module=False)
-            report = predict_video(predictor, clip, Path(folder) / recipe)
-            rows.append({"recipe": recipe, "frames": report.frames, "video_fps": report.frames_per_second,
+        overrides = ["input.min_size_test=480", "input.max_size_test=640"]
+        models = [(recipe, lambda r=recipe: Predictor.from_recipe(r, overrides=overrides).optimize())
+                  for recipe in filter(None, args.recipes.split(","))]
+        models += [(str(w), lambda w=w: Predictor.from_checkpoint(w, overrides=overrides)) for w in args.weights]
+        for name, open_model in models:
+            predictor = open_model()
+            timing = time_predictor(predictor, first, name=name, size=SIZE, warmup=2, runs=5, per_module=False)
+            report = predict_video(predictor, clip, Path(folder) / Path(name).stem)
+            rows.append({"model": name, "frames": report.frames, "video_fps": report.frames_per_second,
                          "model_ms": timing.end_to_end.median_ms, "model_fps": timing.fps,
                          "fraction_of_model_speed": round(report.frames_per_second / timing.fps, 3)})
-            print(f"{recipe}: video {report.frames_per_second:.2f} frames/s, model alone {timing.fps:.2f} images/s "
+            print(f"{name}: video {report.frames_per_second:.2f} frames/s, model alone {timing.fps:.2f} images/s "
                   f"({timing.end_to_end.median_ms:.0f} ms)")
     result = {"device_name": device_name("cpu"), "threads": torch.get_num_threads(), "torch": torch.__version__,
               "video": f"{SIZE[1]}x{SIZE[0]}, {args.frames} frames, mp4v", "rows": rows}
