@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from collections.abc import Iterable, Sequence
@@ -29,11 +30,12 @@ def max_image_pixels() -> int:
     return int(value) if value.isdigit() and int(value) > 0 else MAX_IMAGE_PIXELS
 
 
-def header_size(path: Path) -> tuple[int, int] | None:
-    """(height, width) from the file's header, without decoding it; None if Pillow cannot tell."""
+def header_size(source: Path | bytes) -> tuple[int, int] | None:
+    """(height, width) from an image file's header (a path, or its bytes), without decoding it;
+    None if Pillow cannot tell."""
     limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # the size is checked by the caller
     try:
-        with Image.open(path) as image:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
             return image.height, image.width
     except (OSError, ValueError, SyntaxError):
         return None
@@ -47,11 +49,12 @@ def read_image(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise ImageError(f"{path}: no such file" if not path.is_dir() else f"{path}: is a folder, not an image")
-    size = header_size(path)
+    raw = path.read_bytes()  # read once: the header check and the decoder share it
+    size = header_size(raw)
     if size is not None and size[0] * size[1] > max_image_pixels():
         raise ImageError(f"{path}: {size[0]}x{size[1]} is larger than the {max_image_pixels():,} pixels read at most "
                          f"(raise it with the environment variable {MAX_PIXELS_VARIABLE})")
-    data = np.fromfile(path, dtype=np.uint8)
+    data = np.frombuffer(raw, dtype=np.uint8)
     try:
         image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     except cv2.error as exc:
