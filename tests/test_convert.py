@@ -136,6 +136,10 @@ def test_convert_command_writes_what_training_reads(tmp_path: Path) -> None:
                                    "--class-name", "pedestrian", "--out", str(out)])
     assert run.exit_code == 0, run.output
     assert "1 images, 1 instances, 1 classes (pedestrian)" in run.output
+    before = out.read_bytes()
+    again = CliRunner().invoke(app, ["data", "convert", str(masks), "--from", "masks", "--images", str(images),
+                                     "--class-name", "other", "--out", str(out)])
+    assert again.exit_code == 2 and "already exists" in again.output and out.read_bytes() == before
     check = CliRunner().invoke(app, ["data", "check", str(out), "--images", str(images), "--out",
                                      str(tmp_path / "check")])
     assert check.exit_code == 0, check.output

@@ -30,10 +30,10 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from ..errors import DatasetError
+from ..errors import DatasetError, SparseInstError
 from ..files import write_json
 from .coco import encode_rle, segmentation_rle
-from .images import IMAGE_SUFFIXES, header_size
+from .images import IMAGE_SUFFIXES, files_under, header_size
 
 CIRCLE_POINTS = 32  # vertices of the polygon that stands for a LabelMe circle
 YOLO_LINE_MIN_NUMBERS = 7  # a class and three points
@@ -56,11 +56,14 @@ class Conversion:
 
 
 def convert_dataset(source_format: str | SourceFormat, source: Path, out: Path, *, images: Path | None = None,
-                    names: Path | None = None, class_name: str = "object") -> Conversion:
+                    names: Path | None = None, class_name: str = "object", overwrite: bool = False) -> Conversion:
     """Write the COCO instances JSON of ``source`` (a YOLO labels folder, a LabelMe folder or an
     instance-mask folder) to ``out``; ``images`` is the image folder (LabelMe: default
-    ``source``), whose relative paths become the ``file_name`` s."""
+    ``source``), whose relative paths become the ``file_name`` s. An existing ``out`` is
+    refused unless ``overwrite``."""
     source_format, source = SourceFormat(source_format), Path(source)
+    if Path(out).exists() and not overwrite:
+        raise SparseInstError(f"{out} already exists; nothing written", setting="overwrite")
     if not source.is_dir():
         raise DatasetError(f"{source}: no such folder")
     builder = _CocoBuilder(Conversion(Path(out)))
@@ -143,7 +146,7 @@ class _CocoBuilder:
 def _image_files(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise DatasetError(f"{folder}: no such image folder")
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    return files_under(folder, IMAGE_SUFFIXES)
 
 
 def _size(path: Path) -> tuple[int, int] | None:
@@ -195,7 +198,7 @@ def _yolo_problem(values: list[str], classes: int) -> str | None:
 
 
 def _from_labelme(builder: _CocoBuilder, folder: Path, images: Path) -> None:
-    for path in sorted(folder.rglob("*.json")):
+    for path in files_under(folder, (".json",)):
         try:
             record = json.loads(path.read_text())
             file_name, height, width = record["imagePath"], int(record["imageHeight"]), int(record["imageWidth"])

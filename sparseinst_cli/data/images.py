@@ -92,13 +92,19 @@ def write_image(path: str | Path, rgb: np.ndarray) -> None:
     atomic_write(path, encoded.tofile)
 
 
+def files_under(folder: Path, suffixes: Iterable[str]) -> list[Path]:
+    """Files below ``folder`` (recursively, sorted) whose suffix is one of ``suffixes`` (any case)."""
+    suffixes = frozenset(suffixes)
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in suffixes and p.is_file())
+
+
 def collect_images(inputs: Iterable[str | Path]) -> tuple[list[Path], list[str]]:
     """Image files named directly or found (recursively, sorted) in folders; plus problems."""
     found: list[Path] = []
     problems: list[str] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            images = sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            images = files_under(item, IMAGE_SUFFIXES)
             if not images:
                 problems.append(f"{item}: folder holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
             found.extend(images)

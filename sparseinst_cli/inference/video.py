@@ -15,6 +15,7 @@ video is closed, so it stays playable); a killed run leaves no half file under t
 from __future__ import annotations
 
 import json
+import os
 import queue
 import re
 import threading
@@ -26,7 +27,7 @@ from pathlib import Path
 import cv2
 
 from ..data.coco import coco_results
-from ..data.images import collect_images
+from ..data.images import collect_images, files_under
 from ..errors import ImageError
 from ..files import output_folder, write_json
 from ..progress import SILENT, Progress
@@ -42,10 +43,17 @@ VIDEOS_FILE = "videos.json"
 _END = object()
 
 
+def is_camera(source: str | Path) -> bool:
+    return str(source).isdigit()
+
+
+def is_stream(source: str | Path) -> bool:
+    return str(source).lower().startswith(STREAM_SCHEMES)
+
+
 def is_video_source(source: str | Path) -> bool:
     """A video file (by suffix), a camera index ("0") or a stream URL."""
-    text = str(source)
-    return text.isdigit() or text.lower().startswith(STREAM_SCHEMES) or Path(text).suffix.lower() in VIDEO_SUFFIXES
+    return is_camera(source) or is_stream(source) or Path(str(source)).suffix.lower() in VIDEO_SUFFIXES
 
 
 @dataclass
@@ -158,7 +166,7 @@ def collect_sources(inputs: Sequence[str]) -> tuple[list[Path], list[str], list[
     others = [text for text in inputs if not is_video_source(text)]
     images, problems = collect_images(others)
     for folder in (Path(text) for text in others if Path(text).is_dir()):
-        found = sorted(str(p) for p in folder.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
+        found = [str(p) for p in files_under(folder, VIDEO_SUFFIXES)]
         videos.extend(found)
         if found:  # a folder of videos is not a folder without images
             problems = [p for p in problems if not p.startswith(f"{folder}: folder holds no images")]
@@ -192,22 +200,25 @@ def predict_videos(predictor: Predictor, sources: Sequence[str], out_dir: Path, 
 def output_stem(source: str | Path) -> str:
     """A file-name stem for a source: the file's stem, "camera0", or the URL made safe."""
     text = str(source)
-    if text.isdigit():
+    if is_camera(text):
         return f"camera{text}"
-    if text.lower().startswith(STREAM_SCHEMES):
+    if is_stream(text):
         return re.sub(r"[^A-Za-z0-9._-]+", "_", text.split("://", 1)[1]).strip("_") or "stream"
     return Path(text).stem
 
 
 def _open(source: str | Path) -> cv2.VideoCapture:
     text = str(source)
-    if not (text.isdigit() or text.lower().startswith(STREAM_SCHEMES) or Path(text).is_file()):
+    file = not (is_camera(text) or is_stream(text))
+    if file and not Path(text).is_file():
         raise ImageError(f"{text}: no such file")
-    capture = cv2.VideoCapture(int(text) if text.isdigit() else text)
+    # FFmpeg would print its own lines about a broken file; the one line below says it.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    capture = cv2.VideoCapture(int(text) if is_camera(text) else text)
     if not capture.isOpened():
         capture.release()
         raise ImageError(f"{text}: not a readable video (corrupt, truncated or an unsupported format)")
-    if not text.isdigit() and not text.lower().startswith(STREAM_SCHEMES):
+    if file:
         ok, _ = capture.read()  # a file that opens but yields no frame is as unreadable
         if not ok:
             capture.release()

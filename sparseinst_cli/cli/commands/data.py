@@ -82,6 +82,7 @@ def convert(
     names: Annotated[Optional[Path], typer.Option(  # noqa: UP007
         "--names", help="yolo: the data YAML or a names file (one class per line).")] = None,
     class_name: Annotated[str, typer.Option("--class-name", help="masks: the class of every object.")] = "object",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out file.")] = False,
 ) -> None:
     """Convert YOLO segmentation labels, LabelMe JSON or instance-mask PNGs into a COCO
     instances JSON (multi-part objects and, from masks, holes kept).
@@ -92,7 +93,8 @@ def convert(
       sparseinst data convert PennFudanPed/PedMasks --from masks --images PennFudanPed/PNGImages --class-name person --out pennfudan.json
     """
     output_file(out, (".json",), inputs=[source])
-    result = convert_dataset(source_format, source, out, images=images, names=names, class_name=class_name)
+    result = convert_dataset(source_format, source, out, images=images, names=names, class_name=class_name,
+                             overwrite=overwrite)
     for line in result.skipped:
         err_console.print(f"[yellow]skipped:[/] {line}")
     for note in result.notes:
