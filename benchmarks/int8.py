@@ -1,11 +1,12 @@
-"""int8 against fp32 on a trained model: mask AP on a dataset and latency, in one run.
+"""bf16 and int8 against fp32 on a trained model: mask AP on a dataset and latency, in one run.
 
     python benchmarks/int8.py --weights runs/demo/model.safetensors --data data/demo/val.json \\
         --images data/demo/val --calibration data/demo/train --threads 2
 
-Times the PyTorch fast path in fp32, the float ONNX model and the int8 one on onnxruntime (each
-in turn on the same image at the recipe's test size, medians of --runs, network and
-post-processing), and scores each on the dataset. Writes runs/bench/int8.json.
+Times the plain model (the reference), the PyTorch fast path in fp32 and in bf16, the float ONNX
+model and the int8 one on onnxruntime (each in turn on the same image at the recipe's test size,
+medians of --runs, network and post-processing), and scores each on the dataset: AP and latency
+relative to the plain model. Writes runs/bench/int8.json.
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="int8-bench-"))
     float_onnx = export_onnx(args.weights, folder / "float.onnx", dynamic=True)
     quantize_model(float_onnx, folder / "int8.onnx", args.calibration)
-    models = {"torch fast fp32": Predictor.from_checkpoint(args.weights),
+    models = {"torch plain fp32": Predictor.from_checkpoint(args.weights, fast=False),
+              "torch fast fp32": Predictor.from_checkpoint(args.weights),
+              "torch fast bf16": Predictor.from_checkpoint(args.weights).optimize("bf16"),
               "onnxruntime fp32": Predictor.from_onnx(float_onnx),
               "onnxruntime int8": Predictor.from_onnx(folder / "int8.onnx")}
     dataset = CocoInstances(args.data, args.images)
@@ -57,6 +60,9 @@ def main() -> None:
         metrics = evaluate_model(predictor, dataset).metrics
         record["models"][name] = {"median_ms": timing.end_to_end.median_ms, "input": list(size),
                                   **{k: metrics[k] for k in ("AP", "AP50", "AP75")}}
+        reference = record["models"]["torch plain fp32"]
+        record["models"][name].update(latency_vs_plain=timing.end_to_end.median_ms / reference["median_ms"],
+                                      AP_vs_plain=metrics["AP"] - reference["AP"])
         print(name, record["models"][name], flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=2) + "\n")

@@ -1,0 +1,108 @@
+"""A light SparseInst against YOLOv8s-seg on the CPU, in one run, end to end from an image array.
+
+    python benchmarks/yolo_peer.py --threads 2                      # needs 'pip install ultralytics'
+    python benchmarks/yolo_peer.py --recipe finetune_lite --set model.decoder.num_instances=100
+
+Both sides take the same 640x853 RGB photo-like scene (BGR for Ultralytics) and return instances
+with masks at the image's size: Ultralytics' predictor (letterbox to a 640x864 network input,
+network, NMS, masks; the model built from ``yolov8s-seg.yaml`` without weights, which is the same
+arithmetic as a trained one) and ``Predictor.predict`` (resize, network, post-processing with all
+kept candidates' masks; random weights keep every candidate, the worst case for post-processing).
+Each SparseInst variant is timed in turn with the peer, in alternated rounds; medians. Writes
+runs/bench/yolo_peer.json with each variant's latency and its ratio to the peer's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from sparseinst_cli import Predictor
+from sparseinst_cli.analysis.timing import device_name
+from sparseinst_cli.data.demo_data import render_image
+
+PEER_INPUT = (640, 864)  # Ultralytics' letterbox of a 640x853 image: stride-32 padding of the width
+TARGET_RATIO = 0.4
+
+
+def _median_ms(call, runs: int) -> float:
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        call()
+        samples.append((time.perf_counter() - start) * 1000)
+    return statistics.median(samples)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipe", default="demo")
+    parser.add_argument("--set", dest="overrides", action="append",
+                        default=["model.decoder.num_instances=100", "input.min_size_test=640",
+                                 "input.max_size_test=853"])
+    parser.add_argument("--variants", default="fast,bf16", help="comma-separated: fast, bf16 (autocast), plain")
+    parser.add_argument("--peer", default="yolov8s-seg.yaml")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--out", type=Path, default=Path("runs/bench/yolo_peer.json"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    try:
+        from ultralytics import YOLO
+    except ImportError:
+        raise SystemExit("this benchmark needs the peer: pip install ultralytics") from None
+
+    image = cv2.resize(render_image(0, "val", 1, (480, 640)).image, (853, 640))  # RGB uint8, 640x853
+    peer = YOLO(args.peer)
+    peer_detections = []
+
+    def run_peer() -> None:
+        result = peer.predict(image[:, :, ::-1].copy(), imgsz=PEER_INPUT, device="cpu", verbose=False)[0]
+        peer_detections.append(len(result.boxes))
+
+    ours = {}
+    for variant in args.variants.split(","):
+        predictor = Predictor.from_recipe(args.recipe, "cpu", tuple(args.overrides), seed=0)
+        if variant == "plain":
+            predictor.plain()
+        else:
+            predictor.optimize("fp32" if variant == "fast" else variant)
+        ours[variant] = predictor
+    kept = {name: len(p.predict([image])[0]) for name, p in ours.items()}
+    for _ in range(2):  # warm-up, the mask kernel's compilation included
+        run_peer()
+        for predictor in ours.values():
+            predictor.predict([image])
+
+    samples: dict[str, list[float]] = {"peer": [], **{name: [] for name in ours}}
+    for round_index in range(args.rounds):
+        samples["peer"].append(_median_ms(run_peer, args.runs))
+        for name, predictor in ours.items():
+            samples[name].append(_median_ms(lambda p=predictor: p.predict([image]), args.runs))
+        print(f"round {round_index + 1}: " + ", ".join(f"{k} {v[-1]:.0f} ms" for k, v in samples.items()), flush=True)
+    peer_ms = statistics.median(samples["peer"])
+    record = {"device": device_name("cpu"), "threads": torch.get_num_threads(), "torch": torch.__version__,
+              "image": [640, 853], "peer": {"model": args.peer, "network_input": list(PEER_INPUT),
+                                             "median_ms": peer_ms, "detections": int(np.median(peer_detections))},
+              "recipe": args.recipe, "overrides": args.overrides, "target_ratio": TARGET_RATIO, "ours": {}}
+    for name in ours:
+        ms = statistics.median(samples[name])
+        record["ours"][name] = {"median_ms": ms, "ratio_to_peer": ms / peer_ms, "instances": kept[name],
+                                "rounds_ms": samples[name]}
+        print(f"{args.recipe} {name}: {ms:.0f} ms = {ms / peer_ms:.2f}x {args.peer} ({peer_ms:.0f} ms; "
+              f"target <= {TARGET_RATIO}x)")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(record, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
