@@ -4,12 +4,21 @@
     python benchmarks/yolo_peer.py --recipe finetune_lite --set model.decoder.num_instances=100
 
 Both sides take the same 640x853 RGB photo-like scene (BGR for Ultralytics) and return instances
-with masks at the image's size: Ultralytics' predictor (letterbox to a 640x864 network input,
-network, NMS, masks; the model built from ``yolov8s-seg.yaml`` without weights, which is the same
-arithmetic as a trained one) and ``Predictor.predict`` (resize, network, post-processing with all
-kept candidates' masks; random weights keep every candidate, the worst case for post-processing).
-Each SparseInst variant is timed in turn with the peer, in alternated rounds; medians. Writes
-runs/bench/yolo_peer.json with each variant's latency and its ratio to the peer's.
+with masks: Ultralytics' predictor (letterbox to a 640x864 network input, network, NMS, masks; the
+model built from ``yolov8s-seg.yaml`` without weights, which is the same arithmetic as a trained
+one) and ``Predictor.predict`` (resize, network, post-processing, masks at the image's size).
+Untrained models make an unequal amount of mask work (YOLO's prior keeps no box, ours keep all 100
+candidates), so two equal workloads are timed:
+
+- ``no masks``: YOLO at its default thresholds (no detection survives), ours with ``min_score``
+  above any score (no mask is made): network, decoding and NMS or ranking only;
+- ``100 candidates``: YOLO at ``conf=0, max_det=100`` (NMS over every box, then masks for the
+  survivors), ours keeping all 100 with their masks.
+
+Ultralytics sets torch's thread count to ``cpu_count - 1`` when its predictor starts (1 on a
+2-core machine); both sides run on ``--threads`` here. Each SparseInst variant is timed in turn
+with the peer, in alternated rounds; medians. Writes runs/bench/yolo_peer.json with each
+variant's latency and its ratio to the peer's, per workload.
 """
 
 from __future__ import annotations
@@ -21,7 +30,6 @@ import time
 from pathlib import Path
 
 import cv2
-import numpy as np
 import torch
 
 from sparseinst_cli import Predictor
@@ -30,6 +38,10 @@ from sparseinst_cli.data.demo_data import render_image
 
 PEER_INPUT = (640, 864)  # Ultralytics' letterbox of a 640x853 image: stride-32 padding of the width
 TARGET_RATIO = 0.4
+WORKLOADS = {  # name: (the peer's predict options, our min_score)
+    "no masks": ({}, 2.0),
+    "100 candidates": ({"conf": 0.0, "max_det": 100}, None),
+}
 
 
 def _median_ms(call, runs: int) -> float:
@@ -54,20 +66,16 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--out", type=Path, default=Path("runs/bench/yolo_peer.json"))
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
     try:
         from ultralytics import YOLO
+        from ultralytics.utils import torch_utils
     except ImportError:
         raise SystemExit("this benchmark needs the peer: pip install ultralytics") from None
+    torch_utils.NUM_THREADS = args.threads  # what its select_device sets torch's thread count to
+    torch.set_num_threads(args.threads)
 
     image = cv2.resize(render_image(0, "val", 1, (480, 640)).image, (853, 640))  # RGB uint8, 640x853
     peer = YOLO(args.peer)
-    peer_detections = []
-
-    def run_peer() -> None:
-        result = peer.predict(image[:, :, ::-1].copy(), imgsz=PEER_INPUT, device="cpu", verbose=False)[0]
-        peer_detections.append(len(result.boxes))
-
     ours = {}
     for variant in args.variants.split(","):
         predictor = Predictor.from_recipe(args.recipe, "cpu", tuple(args.overrides), seed=0)
@@ -76,29 +84,41 @@ def main() -> None:
         else:
             predictor.optimize("fp32" if variant == "fast" else variant)
         ours[variant] = predictor
-    kept = {name: len(p.predict([image])[0]) for name, p in ours.items()}
-    for _ in range(2):  # warm-up, the mask kernel's compilation included
-        run_peer()
-        for predictor in ours.values():
-            predictor.predict([image])
 
-    samples: dict[str, list[float]] = {"peer": [], **{name: [] for name in ours}}
-    for round_index in range(args.rounds):
-        samples["peer"].append(_median_ms(run_peer, args.runs))
-        for name, predictor in ours.items():
-            samples[name].append(_median_ms(lambda p=predictor: p.predict([image]), args.runs))
-        print(f"round {round_index + 1}: " + ", ".join(f"{k} {v[-1]:.0f} ms" for k, v in samples.items()), flush=True)
-    peer_ms = statistics.median(samples["peer"])
-    record = {"device": device_name("cpu"), "threads": torch.get_num_threads(), "torch": torch.__version__,
-              "image": [640, 853], "peer": {"model": args.peer, "network_input": list(PEER_INPUT),
-                                             "median_ms": peer_ms, "detections": int(np.median(peer_detections))},
-              "recipe": args.recipe, "overrides": args.overrides, "target_ratio": TARGET_RATIO, "ours": {}}
-    for name in ours:
-        ms = statistics.median(samples[name])
-        record["ours"][name] = {"median_ms": ms, "ratio_to_peer": ms / peer_ms, "instances": kept[name],
-                                "rounds_ms": samples[name]}
-        print(f"{args.recipe} {name}: {ms:.0f} ms = {ms / peer_ms:.2f}x {args.peer} ({peer_ms:.0f} ms; "
-              f"target <= {TARGET_RATIO}x)")
+    record = {"device": device_name("cpu"), "threads": args.threads, "torch": torch.__version__,
+              "image": [640, 853], "peer": {"model": args.peer, "network_input": list(PEER_INPUT)},
+              "recipe": args.recipe, "overrides": args.overrides, "target_ratio": TARGET_RATIO, "workloads": {}}
+    for workload, (peer_options, min_score) in WORKLOADS.items():
+        def run_peer(options=peer_options) -> int:
+            return len(peer.predict(image[:, :, ::-1].copy(), imgsz=PEER_INPUT, device="cpu", verbose=False,
+                                    **options)[0].boxes)
+
+        for predictor in ours.values():
+            predictor.min_score = min_score
+        counts = {"peer": run_peer(), **{name: len(p.predict([image])[0]) for name, p in ours.items()}}
+        for _ in range(2):  # warm-up, the mask kernel's compilation included
+            run_peer()
+            for predictor in ours.values():
+                predictor.predict([image])
+        if torch.get_num_threads() != args.threads:
+            raise SystemExit(f"torch runs {torch.get_num_threads()} threads, not {args.threads}")
+        samples: dict[str, list[float]] = {name: [] for name in counts}
+        for round_index in range(args.rounds):
+            samples["peer"].append(_median_ms(run_peer, args.runs))
+            for name, predictor in ours.items():
+                samples[name].append(_median_ms(lambda p=predictor: p.predict([image]), args.runs))
+            print(f"{workload}, round {round_index + 1}: "
+                  + ", ".join(f"{k} {v[-1]:.0f} ms" for k, v in samples.items()), flush=True)
+        peer_ms = statistics.median(samples["peer"])
+        result = {"peer": {"median_ms": peer_ms, "instances": counts["peer"], "options": peer_options,
+                           "rounds_ms": samples["peer"]}}
+        for name in ours:
+            ms = statistics.median(samples[name])
+            result[name] = {"median_ms": ms, "ratio_to_peer": ms / peer_ms, "instances": counts[name],
+                            "rounds_ms": samples[name]}
+            print(f"{workload}: {args.recipe} {name} {ms:.0f} ms ({counts[name]} masks) = {ms / peer_ms:.2f}x "
+                  f"{args.peer} {peer_ms:.0f} ms ({counts['peer']} masks); target <= {TARGET_RATIO}x")
+        record["workloads"][workload] = result
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=2))
     print(f"wrote {args.out}")

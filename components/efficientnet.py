@@ -49,8 +49,11 @@ PACKAGED_FILE = "models/efficientnet-lite0-57934424.pth"
 
 
 def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
-    """TensorFlow ``SAME`` padding (before, after) of one spatial dimension."""
-    total = max((-(-size // stride) - 1) * stride + kernel - size, 0)
+    """TensorFlow ``SAME`` padding (before, after) of one spatial dimension, for kernel >= stride
+    (every EfficientNet convolution): ``(ceil(size / stride) - 1) * stride + kernel - size``."""
+    # One modulo instead of a ceiling inside max(): an ONNX export with free H and W reasons about
+    # this symbolically at every strided layer, and the max() form made it 50x slower (4 min).
+    total = kernel - 1 - (size - 1) % stride
     return total // 2, total - total // 2
 
 

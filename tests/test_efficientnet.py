@@ -67,6 +67,11 @@ def test_same_padding_matches_tensorflow() -> None:
     assert same_padding(64, 5, 2) == (1, 2)
     assert same_padding(65, 5, 2) == (2, 2)
     assert same_padding(10, 3, 1) == (1, 1)
+    for size in range(1, 100):  # TensorFlow's definition, ceil and max, for every kernel >= stride
+        for stride in (1, 2, 3):
+            for kernel in range(stride, 8):
+                total = max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
+                assert same_padding(size, kernel, stride) == (total // 2, total - total // 2)
 
 
 def test_packaged_weights_load_strictly_and_exactly(packaged_state: dict[str, torch.Tensor]) -> None:

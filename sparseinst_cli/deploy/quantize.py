@@ -2,12 +2,13 @@
 
 ONNX Runtime's static QDQ quantization: weights int8 per output channel, activations uint8 with
 ranges taken from the calibration images, run through the same pre-processing as prediction.
-The dense convolutions are quantized (backbone, encoder and the decoder's stacks); depthwise
-convolutions, the IAM convolution (its output is normalized into the activation maps) and the
-linear heads (class, objectness, mask kernels) stay in float. Measured on the demo model
-(benchmarks/int8.py, README "Speed"), int8 costs AP; evaluate it on your data before use. The result is an ``.onnx`` file that ``predict``, ``eval``
-and ``time`` run with ``--backend onnxruntime``; its metadata keeps the recipe and categories
-and records the calibration.
+The dense convolutions are quantized (backbone, encoder and the decoder's stacks); the first
+convolution (it reads the image: int8 there alone cost the demo model 8 of its 34 mask AP),
+depthwise convolutions, the IAM convolution (its output is normalized into the activation maps)
+and the linear heads (class, objectness, mask kernels) stay in float. Measured on the demo model
+(benchmarks/int8.py, README "Speed"); evaluate it on your data before use. The result is an
+``.onnx`` file that ``predict``, ``eval`` and ``time`` run with ``--backend onnxruntime``; its
+metadata keeps the recipe and categories and records the calibration.
 """
 
 from __future__ import annotations
@@ -101,9 +102,10 @@ def quantize_model(weights: Path, out: Path, calibration: Path, *, max_images: i
         predictor = Predictor.from_onnx(source)
         report = QuantizationReport(Path(weights), out)
         float_model = onnx.load(str(source))
+        image_input = float_model.graph.input[0].name
         heads = [node.name for node in float_model.graph.node
                  if node.op_type in QUANTIZED_OPS and (any(i.startswith(FLOAT_LAYERS) for i in node.input)
-                                                       or _grouped(node))]
+                                                       or _grouped(node) or node.input[0] == image_input)]
         batches = _calibration_batches(predictor, paths[:max_images], report, progress)
         if not batches:
             raise ExportError(f"{calibration}: none of the calibration images could be read")
@@ -111,7 +113,7 @@ def quantize_model(weights: Path, out: Path, calibration: Path, *, max_images: i
         staged = Path(folder) / "int8.onnx"
         try:
             with _quiet_root_logger():  # onnxruntime advises pre-processing through the root logger
-                    quantize_static(str(source), str(staged), reader, quant_format=QuantFormat.QDQ,
+                quantize_static(str(source), str(staged), reader, quant_format=QuantFormat.QDQ,
                                 activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
                                 op_types_to_quantize=list(QUANTIZED_OPS), nodes_to_exclude=heads)
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises many types; the user needs the reason
@@ -121,7 +123,8 @@ def quantize_model(weights: Path, out: Path, calibration: Path, *, max_images: i
         report.float_nodes = len(heads)
         report.quantized_nodes = len(convs) - len(heads)
         record = {"calibration_images": len(report.calibration), "weights": "int8 per channel",
-                  "activations": "uint8", "float_layers": list(FLOAT_LAYERS)}
+                  "activations": "uint8",
+                  "float_layers": ["the first convolution", "depthwise convolutions", *FLOAT_LAYERS]}
         _set_metadata(quantized, {**{p.key: p.value for p in float_model.metadata_props},
                                   METADATA_QUANTIZATION: json.dumps(record)})
         atomic_write(out, lambda tmp: onnx.save(quantized, str(tmp)))
