@@ -1,7 +1,8 @@
-"""A light SparseInst against YOLOv8s-seg on the CPU, in one run, end to end from an image array.
+"""The light recipe against YOLOv8s-seg on the CPU, in one run, end to end from an image array.
 
     python benchmarks/yolo_peer.py --threads 2                      # needs 'pip install ultralytics'
-    python benchmarks/yolo_peer.py --recipe finetune_lite --set model.decoder.num_instances=100
+    python benchmarks/yolo_peer.py --recipe demo --set model.decoder.num_instances=100 \
+        --set input.min_size_test=640 --set input.max_size_test=853 --variants fast,bf16,demo.int8.onnx
 
 Both sides take the same 640x853 RGB photo-like scene (BGR for Ultralytics) and return instances
 with masks: Ultralytics' predictor (letterbox to a 640x864 network input, network, NMS, masks; the
@@ -55,11 +56,9 @@ def _median_ms(call, runs: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--recipe", default="demo")
-    parser.add_argument("--set", dest="overrides", action="append",
-                        default=["model.decoder.num_instances=100", "input.min_size_test=640",
-                                 "input.max_size_test=853"])
-    parser.add_argument("--variants", default="fast,bf16", help="comma-separated: fast, bf16 (autocast), plain")
+    parser.add_argument("--recipe", default="lite_giam", help="timed at its test size, which should be 640/853")
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--variants", default="fast,bf16", help="comma-separated: fast, bf16 (autocast), plain, or an .onnx file (onnxruntime)")
     parser.add_argument("--peer", default="yolov8s-seg.yaml")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
@@ -78,6 +77,9 @@ def main() -> None:
     peer = YOLO(args.peer)
     ours = {}
     for variant in args.variants.split(","):
+        if variant.endswith(".onnx"):  # an exported model (an int8 one, say) on onnxruntime
+            ours[Path(variant).name] = Predictor.from_onnx(variant)
+            continue
         predictor = Predictor.from_recipe(args.recipe, "cpu", tuple(args.overrides), seed=0)
         if variant == "plain":
             predictor.plain()
