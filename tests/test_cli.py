@@ -33,6 +33,18 @@ def test_help_lists_commands() -> None:
         assert command in result.output
 
 
+@pytest.mark.parametrize("command, shown", [
+    (["train"], ["recipe's [data] section", "[default: runs/RECIPE]"]),
+    (["data", "split"], ["[default: beside the input]"]),
+    (["curves"], ["[default: RUN_DIR/curves.png]"]),
+])
+def test_help_shows_square_brackets_as_written(command: list[str], shown: list[str]) -> None:
+    result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "250"})  # rich would read "[data]" as a style tag
+    assert result.exit_code == 0
+    for text in shown:
+        assert text in result.output
+
+
 def test_components_lists_every_family() -> None:
     result = runner.invoke(app, ["components"], env={"COLUMNS": "200"})
     assert result.exit_code == 0

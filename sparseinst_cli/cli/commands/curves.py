@@ -14,7 +14,7 @@ from ..console import console
 def curves(
     context: typer.Context,
     run_dir: Annotated[Path, typer.Argument(help="A training run directory (holding metrics.jsonl).")],
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help=f"PNG to write [default: RUN_DIR/{CURVES_FILE}].")] = None,  # noqa: UP007
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help=f"PNG to write \\[default: RUN_DIR/{CURVES_FILE}].")] = None,  # noqa: UP007
 ) -> None:
     """Draw a run's losses, learning rate and validation AP over steps as a PNG.
 

@@ -57,7 +57,7 @@ def split(
     val: Annotated[float, typer.Option("--val", help="Share of the images for validation (0-1).")] = 0.2,
     seed: Annotated[int, typer.Option(help="Same file, share and seed: the same split.")] = 0,
     out: Annotated[Optional[Path], typer.Option(  # noqa: UP007
-        "--out", "-o", help="Folder for STEM_train.json and STEM_val.json [default: beside the input].")] = None,
+        "--out", "-o", help="Folder for STEM_train.json and STEM_val.json \\[default: beside the input].")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing split files.")] = False,
 ) -> None:
     """Split a COCO file into train and val by image, deterministically; annotations follow

@@ -32,7 +32,7 @@ from ..tables import predictions_table, videos_table
 def predict(
     context: typer.Context,
     inputs: Annotated[Optional[list[str]], typer.Argument(  # noqa: UP007 - typer needs Optional
-        help="Images, videos, folders of them, camera indices (0) or stream URLs (rtsp://...) [default: the "
+        help="Images, videos, folders of them, camera indices (0) or stream URLs (rtsp://...) \\[default: the "
              "bundled sample images].", show_default=False)] = None,
     weights: WeightsOption = None,
     recipe: RecipeOption = None,

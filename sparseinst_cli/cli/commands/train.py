@@ -23,7 +23,7 @@ def train(
     recipe: Annotated[Optional[str], typer.Argument(  # noqa: UP007 - typer needs Optional
         help="Recipe file or built-in name. With --resume it may be left out (the run's own recipe is used).",
         show_default=False)] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory [default: runs/RECIPE].")] = None,  # noqa: UP007
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run directory \\[default: runs/RECIPE].")] = None,  # noqa: UP007
     overrides: Overrides = None,
     device: DeviceOption = "cpu",
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
@@ -35,7 +35,7 @@ def train(
     init_strict: Annotated[bool, typer.Option(
         "--init-strict", help="With --init-from: refuse to start if any tensor or class would start fresh.")] = False,
 ) -> None:
-    """Train a model on COCO-format data named in the recipe's [data] section.
+    """Train a model on COCO-format data named in the recipe's \\[data] section.
 
     Writes checkpoints (model.safetensors for predict/eval, last.pt for --resume), metrics.jsonl,
     the resolved recipe and eval.json to the run directory. Ctrl-C saves and exits; --resume
