@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from torchvision.ops import deform_conv2d
 from torchvision.ops.misc import FrozenBatchNorm2d
 
+from .frozen_norm import folded_weight_and_bias
 from .registry import register
 
 FROZEN_BN_EPS = 1e-5
@@ -37,11 +38,15 @@ class ConvNorm(nn.Conv2d):
         nn.init.kaiming_normal_(self.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x: Tensor, offset: Tensor | None = None) -> Tensor:
+        if self.training:
+            weight, bias = folded_weight_and_bias(self.weight, self.bias, self.norm)
+            return self._convolve(x, offset, weight, bias)
+        return self.norm(self._convolve(x, offset, self.weight, self.bias))
+
+    def _convolve(self, x: Tensor, offset: Tensor | None, weight: Tensor, bias: Tensor | None) -> Tensor:
         if offset is None:
-            x = super().forward(x)
-        else:
-            x = deform_conv2d(x, offset, self.weight, self.bias, stride=self.stride, padding=self.padding)
-        return self.norm(x)
+            return F.conv2d(x, weight, bias, self.stride, self.padding)
+        return deform_conv2d(x, offset, weight, bias, stride=self.stride, padding=self.padding)
 
 
 class Shortcut(ConvNorm):

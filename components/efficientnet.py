@@ -25,6 +25,7 @@ from pydantic import Field
 from torch import Tensor, nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
+from .frozen_norm import folded_weight_and_bias
 from .pretrained import Rule, WeightsError, load_strict, read_state_dict, rename
 from .registry import register
 
@@ -80,8 +81,12 @@ class ConvNormAct(nn.Module):
             top, bottom = same_padding(x.shape[-2], kernel, stride)
             left, right = same_padding(x.shape[-1], kernel, stride)
             x = F.pad(x, (left, right, top, bottom))
-        x = self.norm(self.conv(x))
-        return F.relu6(x) if self.activation else x
+        if self.training:
+            weight, bias = folded_weight_and_bias(self.conv.weight, None, self.norm)
+            x = F.conv2d(x, weight, bias, self.conv.stride, self.conv.padding, groups=self.conv.groups)
+        else:
+            x = self.norm(self.conv(x))
+        return F.relu6(x, inplace=True) if self.activation else x
 
 
 class MBConv(nn.Module):

@@ -16,6 +16,7 @@ from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from components import SparseInst
+from components.frozen_norm import folded_weight_and_bias
 
 from .winograd import use_winograd
 
@@ -35,10 +36,8 @@ def fold_frozen_batch_norm(model: nn.Module) -> int:
         norm, conv = getattr(module, "norm", None), _conv_of(module)
         if not isinstance(norm, FrozenBatchNorm2d) or conv is None or conv.out_channels != norm.weight.numel():
             continue
-        scale = norm.weight * (norm.running_var + norm.eps).rsqrt()
-        shift = norm.bias - norm.running_mean * scale
-        conv.weight.mul_(scale.view(-1, 1, 1, 1))
-        bias = shift if conv.bias is None else conv.bias * scale + shift
+        weight, bias = folded_weight_and_bias(conv.weight, conv.bias, norm)
+        conv.weight.copy_(weight)
         conv.bias = nn.Parameter(bias.to(conv.weight.dtype), requires_grad=False)
         module.norm = nn.Identity()
         folded += 1
