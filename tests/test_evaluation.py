@@ -100,6 +100,24 @@ def test_swapped_label_is_a_false_positive(two_images) -> None:
     assert metrics["AP"] == pytest.approx((expected_a + expected_b) / 2, abs=1e-3)
 
 
+@pytest.mark.parametrize("backend", ["pycocotools", "faster-coco-eval"])
+def test_class_agnostic_scoring_ignores_the_labels(two_images, backend: str) -> None:
+    if backend == "faster-coco-eval":
+        pytest.importorskip("faster_coco_eval", reason="faster-coco-eval is an optional backend (pip install .[fast-eval])")
+    gt, objects = two_images
+    # Every mask exact, every label swapped: no class-aware hit; class-agnostic, all three found.
+    results = [result(i, 3 - c, m, 0.9) for i, items in objects.items() for c, m in items]
+    aware = mask_ap(gt, results, backend=backend)
+    agnostic = mask_ap(gt, results, backend=backend, class_agnostic=True)
+    assert aware["AP"] == 0.0 and aware["per_class"] == {"a": 0.0, "b": 0.0}
+    assert agnostic["AP"] == agnostic["AP50"] == 100.0 and agnostic["per_class"] == {}
+    # A mask on nothing, ranked first: precision 1/2, 2/3, 3/4 at recall 1/3, 2/3, 1, which
+    # COCO's interpolation (the best precision at any higher recall) makes 3/4 everywhere.
+    stray = result(1, 1, box_mask(40, 30, 50, 38), 0.95)
+    with_stray = mask_ap(gt, [stray, *results], backend=backend, class_agnostic=True)
+    assert with_stray["AP"] == pytest.approx(75.0, abs=1e-3)
+
+
 def test_empty_predictions_give_zero_with_a_warning(two_images) -> None:
     gt, _ = two_images
     evaluation = evaluate_results(gt, [])

@@ -170,16 +170,20 @@ def crowding_warnings(ground_truth: COCO, results: list[dict], image_ids: Sequen
 
 
 def mask_ap(annotations: str | Path | COCO, results: list[dict], image_ids: Sequence[int] | None = None,
-            max_detections: int = MAX_DETECTIONS, backend: str | CocoBackend = CocoBackend.auto) -> dict[str, Any]:
+            max_detections: int = MAX_DETECTIONS, backend: str | CocoBackend = CocoBackend.auto,
+            class_agnostic: bool = False) -> dict[str, Any]:
     """COCO segm metrics in percent: AP, AP50, AP75, APs, APm, APl and ``per_class`` AP.
 
     ``image_ids`` (default: every image of the ground truth) are the images scored; an image
     without predictions counts as all misses. Empty ``results`` give AP 0. ``backend``:
-    pycocotools, faster-coco-eval (the same numbers), or auto.
+    pycocotools, faster-coco-eval (the same numbers), or auto. ``class_agnostic`` ignores the
+    labels (COCOeval's ``useCats = 0``): a mask matches any object it covers, so the gap to the
+    class-aware figures is what the class head costs; ``per_class`` is then empty.
     """
     ground_truth = annotations if isinstance(annotations, COCO) else load_ground_truth(annotations)
     image_ids = sorted(image_ids if image_ids is not None else ground_truth.getImgIds())
-    evaluator = _evaluated(ground_truth, results, image_ids, max_detections, resolve_coco_backend(backend))
+    evaluator = _evaluated(ground_truth, results, image_ids, max_detections, resolve_coco_backend(backend),
+                           use_categories=not class_agnostic)
     precision = evaluator.eval["precision"]  # (IoU thresholds, recall points, classes, areas, max dets)
     at = {
         "AP": precision[:, :, :, AREA_ALL, -1],
@@ -190,7 +194,7 @@ def mask_ap(annotations: str | Path | COCO, results: list[dict], image_ids: Sequ
         "APl": precision[:, :, :, AREA_LARGE, -1],
     }
     metrics: dict[str, Any] = {key: _mean_percent(at[key]) for key in SUMMARY_KEYS}
-    metrics["per_class"] = {
+    metrics["per_class"] = {} if class_agnostic else {
         ground_truth.cats[category_id]["name"]: _mean_percent(precision[:, :, k, AREA_ALL, -1])
         for k, category_id in enumerate(evaluator.params.catIds)
     }
@@ -198,7 +202,7 @@ def mask_ap(annotations: str | Path | COCO, results: list[dict], image_ids: Sequ
 
 
 def _evaluated(ground_truth: COCO, results: list[dict], image_ids: list[int], max_detections: int,
-               backend: CocoBackend):
+               backend: CocoBackend, use_categories: bool = True):
     """The accumulated COCOeval (pycocotools', or faster-coco-eval's: the same interface)."""
     if backend == CocoBackend.faster:
         from faster_coco_eval import COCO as index_class
@@ -220,6 +224,7 @@ def _evaluated(ground_truth: COCO, results: list[dict], image_ids: list[int], ma
         evaluator = evaluator_class(truth, detections, iouType="segm")
         evaluator.params.imgIds = image_ids
         evaluator.params.maxDets = [1, 10, max_detections]
+        evaluator.params.useCats = int(use_categories)
         evaluator.evaluate()
         evaluator.accumulate()
     return evaluator
