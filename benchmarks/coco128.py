@@ -101,7 +101,7 @@ def run_variant(name: str, args: argparse.Namespace, images: Path, work: Path) -
         "wall_minutes": round(wall / 60, 2),
         "images_per_s": round(statistics.median(speeds), 3),
         **{split: {k: evaluation.metrics[k] for k in ("AP", "AP50", "AP75")} for split, evaluation in splits.items()},
-        # Labels ignored: how much of the gap is the masks and how much the class head.
+        # Labels ignored and all objects pooled (not a mean over classes): the masks apart from the class head.
         **{f"{split}_class_agnostic": _class_agnostic(datasets[split], evaluation) for split, evaluation in splits.items()},
         "largest_loss_spike": largest_spike(records, trainer.recipe.train.solver.warmup_iters),
         "curves": str(out / "curves.png"),

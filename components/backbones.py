@@ -38,7 +38,7 @@ class ConvNorm(nn.Conv2d):
         nn.init.kaiming_normal_(self.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x: Tensor, offset: Tensor | None = None) -> Tensor:
-        if self.training:
+        if self.training and isinstance(self.norm, FrozenBatchNorm2d):  # not yet folded for inference
             weight, bias = folded_weight_and_bias(self.weight, self.bias, self.norm)
             return self._convolve(x, offset, weight, bias)
         return self.norm(self._convolve(x, offset, self.weight, self.bias))

@@ -81,8 +81,8 @@ class ConvNormAct(nn.Module):
             top, bottom = same_padding(x.shape[-2], kernel, stride)
             left, right = same_padding(x.shape[-1], kernel, stride)
             x = F.pad(x, (left, right, top, bottom))
-        if self.training:
-            weight, bias = folded_weight_and_bias(self.conv.weight, None, self.norm)
+        if self.training and isinstance(self.norm, FrozenBatchNorm2d):  # not yet folded for inference
+            weight, bias = folded_weight_and_bias(self.conv.weight, self.conv.bias, self.norm)
             x = F.conv2d(x, weight, bias, self.conv.stride, self.conv.padding, groups=self.conv.groups)
         else:
             x = self.norm(self.conv(x))

