@@ -39,6 +39,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="recipe override")
     parser.add_argument("--out", type=Path, default=Path("runs/bench/train_step_profile.json"))
     args = parser.parse_args()
     if args.threads:
@@ -50,7 +51,7 @@ def main() -> None:
         recipe = load_recipe(args.recipe, [
             f"data.train.annotations={annotations}", f"data.train.images={tmp}/images",
             f"train.augmentation.min_sizes=[{args.size}]", f"train.augmentation.max_size={args.size}",
-            f"model.decoder.num_instances={max(100, args.objects)}", "train.workers=0"])
+            f"model.decoder.num_instances={max(100, args.objects)}", "train.workers=0", *args.set])
         recipe = recipe.model_copy(update={"data": recipe.data.model_copy(update={"val": None})})
         trainer = Trainer(recipe, Path(tmp) / "run")
         transform, collate = TrainTransform(recipe.train.augmentation), Collate(recipe.input)
@@ -67,7 +68,8 @@ def main() -> None:
             augmented = [timed("augment", lambda s=s: transform(s, np.random.default_rng(step))) for s in samples]
             batch = timed("collate", lambda: collate(augmented))
             images = batch.images.contiguous(memory_format=trainer.memory_format)
-            output = timed("forward", lambda: trainer.model(images))
+            with torch.autocast(trainer.device.type, dtype=trainer.autocast_dtype, enabled=trainer.autocast_dtype is not None):
+                output = timed("forward", lambda: trainer.model(images))
             size = tuple(output.masks.shape[-2:])
             targets = timed("targets", lambda: [Target(labels, downsample_target_masks(masks, size))
                                                 for masks, labels in zip(batch.masks, batch.labels)])
@@ -84,7 +86,7 @@ def main() -> None:
     step_ms += args.batch * sum(per_image.values())
     before_ms = step_ms - medians["targets"] + medians["targets (before: float interpolate)"]
     report = {
-        "recipe": args.recipe, "size": args.size, "objects": args.objects, "batch": args.batch,
+        "recipe": args.recipe, "overrides": args.set, "size": args.size, "objects": args.objects, "batch": args.batch,
         "image_shape": list(batch.images.shape), "threads": torch.get_num_threads(),
         "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
         "phase_ms": medians, "step_ms": round(step_ms, 1),

@@ -158,7 +158,9 @@ class DataSection(StrictModel):
 
 
 class TrainSectionBase(StrictModel):
-    precision: Literal["fp32", "fp16", "bf16"] = "fp32"  # autocast; matching and losses stay fp32
+    # autocast; matching and losses stay fp32. auto: bf16 where the device computes it natively
+    # (resolved at the start and stored in the run's recipe.json), fp32 elsewhere.
+    precision: Literal["fp32", "fp16", "bf16", "auto"] = "fp32"
     channels_last: bool = True  # NHWC activations: faster convolutions on CPU (oneDNN) and tensor cores
     seed: int = 0
     workers: Annotated[int, Field(ge=0)] = DATA_WORKERS

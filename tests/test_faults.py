@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from sparseinst_cli.cli.app import app
-from sparseinst_cli.cli.exit_codes import EXIT_FAILED, EXIT_TERMINATED
+from sparseinst_cli.cli.exit_codes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED
 from sparseinst_cli.data.demo_data import generate_demo_dataset
 
 from .test_training import TINY_TRAINING
@@ -109,6 +109,27 @@ def test_sigterm_saves_exits_143_and_resumes_exactly(demo: Path, tmp_path: Path)
     assert expected.keys() == actual.keys()
     assert all((expected[k] == actual[k]).all() for k in expected), "resumed weights differ from a straight run"
     assert steps_logged(out) == steps_logged(tmp_path / "straight")
+
+
+@pytest.mark.parametrize("signum, exit_code", [(signal.SIGTERM, EXIT_TERMINATED), (signal.SIGINT, EXIT_INTERRUPTED)])
+def test_a_signal_to_the_whole_process_group_stops_cleanly_with_data_workers(demo: Path, tmp_path: Path, signum: int,
+                                                                             exit_code: int) -> None:
+    """Ctrl-C in a terminal, ``timeout``, systemd and SLURM signal every process of the job, the
+    data workers too: the workers leave stopping to the main process, which saves and exits."""
+    out = tmp_path / "run"
+    process = subprocess.Popen(train_command(demo, out, "train.workers=2", "train.solver.max_iter=400"),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    wait_for(out / "metrics.jsonl", process)
+    os.killpg(process.pid, signum)
+    _, stderr = process.communicate(timeout=WAIT)
+    assert process.returncode == exit_code, stderr
+    name = signal.Signals(signum).name
+    assert f"{name} at step" in stderr and "Traceback" not in stderr and "DataLoader worker" not in stderr
+    stopped_at = int(stderr.split(f"{name} at step ")[1].split(";")[0])
+    assert 1 <= stopped_at < 400
+    resumed = finished([*resume_command(out), "--set", "train.solver.max_iter=" + str(stopped_at + 2)])
+    assert resumed.returncode == 0, resumed.stderr
+    assert steps_logged(out)[-1] == stopped_at + 2
 
 
 def test_a_full_disk_leaves_no_partial_file_and_one_clear_message(demo: Path, tmp_path: Path, monkeypatch) -> None:

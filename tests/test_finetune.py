@@ -27,6 +27,7 @@ from sparseinst_cli.engine.ema import ModelEMA, ema_decay
 from sparseinst_cli.engine.solver import lr_scale, resolve_solver
 from sparseinst_cli.engine.trainer import Trainer
 from sparseinst_cli.engine.transfer import initialize_from, read_source, transfer
+from sparseinst_cli.inference import predictor as predictor_module
 from sparseinst_cli.errors import RecipeError
 from sparseinst_cli.recipe import SolverSection, load_recipe
 
@@ -282,6 +283,18 @@ def test_trainer_uses_the_resolved_learning_rate(demo: Path, tmp_path: Path) -> 
     assert trainer.recipe.train.solver.max_iter == 3  # 6 images, 2 per step
     stored = json.loads(json.dumps(trainer.recipe.dump()))["train"]["solver"]
     assert stored["lr"] == pytest.approx(2.5e-4) and stored["lr_scaling"] == "none"
+
+
+@pytest.mark.parametrize(("flags", "expected"), [("fpu sse avx2 fma", "fp32"), ("avx512f avx512_bf16", "bf16")])
+def test_auto_training_precision_is_resolved_and_stored(demo: Path, tmp_path: Path, monkeypatch,  # noqa: F811
+                                                        flags: str, expected: str) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+    monkeypatch.setattr(predictor_module, "CPU_INFO", str(cpuinfo))
+    trainer = Trainer(recipe_for(demo, 'train.precision="auto"'), tmp_path / "run")
+    assert trainer.recipe.train.precision == expected  # what recipe.json keeps, so a resume runs the same
+    assert trainer.autocast_dtype == {"fp32": None, "bf16": torch.bfloat16}[expected]
+    assert trainer.precision_note == f"{expected} (auto)"
 
 
 # ---------------------------------------------------------------- calibration and dense scenes

@@ -79,3 +79,27 @@ def test_deformable_convolution_folds_too() -> None:
         eval_out, eval_grad = _outputs_and_weight_grads(module, x, training=False, offset=offset)
     assert (train_out - eval_out).abs().max() <= 1e-5 * eval_out.abs().max()
     assert (train_grad - eval_grad).abs().max() <= 1e-5 * eval_grad.abs().max()
+
+
+@pytest.mark.parametrize("groups, trained_dtype", [(10, torch.float32), (1, torch.bfloat16)])
+def test_cpu_autocast_trains_depthwise_convolutions_in_fp32(groups, trained_dtype) -> None:
+    """bf16 depthwise backward is slow on CPU: under autocast those convolutions train in fp32
+    (the same output and weight gradient as without autocast); dense ones stay in bf16; and a
+    depthwise convolution that nothing trains (a frozen stage) runs its forward in bf16."""
+    torch.manual_seed(3)
+    module = ConvNormAct(10, 10, 5, stride=2, groups=groups)
+    _randomize_norm(module)
+    x = torch.randn(2, 10, 13, 17)
+    plain_out, plain_grad = _outputs_and_weight_grads(module, x, training=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        autocast_out, autocast_grad = _outputs_and_weight_grads(module, x, training=True)
+        module.conv.weight.requires_grad_(False)
+        frozen_out = module(x)
+    assert autocast_out.dtype == trained_dtype
+    assert frozen_out.dtype == torch.bfloat16
+    if trained_dtype == torch.float32:
+        torch.testing.assert_close(autocast_out, plain_out, rtol=0, atol=0)
+        torch.testing.assert_close(autocast_grad, plain_grad, rtol=0, atol=0)
+    else:  # bf16 keeps 8 bits of mantissa
+        assert (autocast_out.float() - plain_out).abs().max() > 0
+        assert (autocast_out.float() - plain_out).abs().max() <= 0.02 * plain_out.abs().max()

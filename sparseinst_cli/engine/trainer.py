@@ -26,7 +26,7 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Iterator
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,7 +46,7 @@ from ..data.sampler import TrainingStream
 from ..data.transforms import Collate, TrainBatch, TrainingSet, TrainTransform
 from ..errors import RecipeError, RunFilesError, SparseInstError, TrainingError
 from ..files import atomic_write, remove_stale_temporaries, write_json
-from ..inference.predictor import INFERENCE_DTYPES, Predictor
+from ..inference.predictor import INFERENCE_DTYPES, Predictor, resolve_precision
 from ..progress import SILENT, Progress
 from ..recipe import Recipe
 from .calibration import calibrate
@@ -102,6 +102,15 @@ class StopRequest:
         self.signal = self.signal or signal.Signals(signum).name
 
 
+def leave_stopping_to_the_main_process(worker_id: int) -> None:
+    """DataLoader workers ignore SIGINT and SIGTERM. Ctrl-C in a terminal, ``timeout``, systemd
+    and SLURM signal every process of the job; a worker killed by one made the main process raise
+    (``DataLoader worker ... is killed by signal``) instead of saving. The main process shuts its
+    workers down when it stops, and they exit on their own if it dies."""
+    for signum in StopRequest.SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+
+
 def _in_main_thread() -> bool:
     import threading
 
@@ -140,7 +149,9 @@ class Trainer:
                         if recipe.data.val is not None else None)
         recipe = with_dataset_classes(recipe, self.train_set)
         self.solver_resolution = resolve_solver(recipe.train.solver, len(self.train_set))
-        train = recipe.train.model_copy(update={"solver": self.solver_resolution.resolved})
+        train = recipe.train.model_copy(update={"solver": self.solver_resolution.resolved,
+                                                "precision": resolve_precision(recipe.train.precision, self.device)})
+        self.precision_note = train.precision + (" (auto)" if recipe.train.precision == "auto" else "")
         self.recipe = recipe.model_copy(update={"train": train})
         self.categories = self.train_set.categories
         solver = train.solver
@@ -286,6 +297,7 @@ class Trainer:
             "train_images": len(self.train_set),
             "val_images": len(self.val_set) if self.val_set is not None else 0,
             "solver": self.solver_resolution.summary(),
+            "precision": self.precision_note,
         }
         previous = self.out_dir / "run.json"
         if self.transfer is not None:
@@ -310,8 +322,23 @@ class Trainer:
             collate_fn=Collate(self.recipe.input),
             num_workers=train.workers,
             pin_memory=self.device.type == "cuda",
-            persistent_workers=train.workers > 0,
+            worker_init_fn=leave_stopping_to_the_main_process,
         )
+
+    @contextmanager
+    def batches(self) -> Iterator[Iterator[TrainBatch]]:
+        """The training batches; the data workers are shut down on leaving, however the run ends.
+
+        The workers ignore stop signals (``leave_stopping_to_the_main_process``), so they must not
+        be left to interpreter exit, where multiprocessing would only signal them and wait.
+        """
+        batches = iter(self.loader())
+        try:
+            yield batches
+        finally:
+            shutdown = getattr(batches, "_shutdown_workers", None)  # what the iterator's __del__ calls
+            if shutdown is not None:
+                shutdown()
 
     # ---------------------------------------------------------------- steps
     def train_step(self, batches: list[TrainBatch]) -> dict[str, float]:
@@ -399,9 +426,8 @@ class Trainer:
         log = RunLog(self.out_dir if self.process.is_main else None, tensorboard=train.tensorboard)
         self.progress.start("train", solver.max_iter, completed=self.step, unit="it")
         result = TrainResult(self.step, self.out_dir)
-        batches = iter(self.loader())
         window_start, window_images = time.perf_counter(), 0
-        with log:
+        with log, self.batches() as batches:
             while self.step < solver.max_iter:
                 if self._stop_everywhere(stop is not None and stop.requested):
                     result.interrupted = True

@@ -78,7 +78,7 @@ def _report_start(trainer: Trainer) -> None:
                 err_console.print(f"  [yellow]{line}")
             if len(problems) > MAX_PROBLEMS_SHOWN:
                 err_console.print(f"  ... and {len(problems) - MAX_PROBLEMS_SHOWN} more")
-    err_console.print(f"solver: {trainer.solver_resolution.summary()}")
+    err_console.print(f"solver: {trainer.solver_resolution.summary()}; precision {trainer.precision_note}")
     if trainer.transfer is not None:
         err_console.print(transfer_table(trainer.transfer))
     if trainer.step:
