@@ -27,8 +27,8 @@ from sparseinst_cli.engine.ema import ModelEMA, ema_decay
 from sparseinst_cli.engine.solver import lr_scale, resolve_solver
 from sparseinst_cli.engine.trainer import Trainer
 from sparseinst_cli.engine.transfer import initialize_from, read_source, transfer
-from sparseinst_cli.inference import predictor as predictor_module
 from sparseinst_cli.errors import RecipeError
+from sparseinst_cli.inference import predictor as predictor_module
 from sparseinst_cli.recipe import SolverSection, load_recipe
 
 from .conftest import SMALL_MODEL
