@@ -68,7 +68,7 @@ def main() -> None:
             augmented = [timed("augment", lambda s=s: transform(s, np.random.default_rng(step))) for s in samples]
             batch = timed("collate", lambda: collate(augmented))
             images = batch.images.contiguous(memory_format=trainer.memory_format)
-            with torch.autocast(trainer.device.type, dtype=trainer.autocast_dtype, enabled=trainer.autocast_dtype is not None):
+            with trainer.autocast():
                 output = timed("forward", lambda: trainer.model(images))
             size = tuple(output.masks.shape[-2:])
             targets = timed("targets", lambda: [Target(labels, downsample_target_masks(masks, size))

@@ -28,7 +28,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=0, help="image size (0: the recipe's own training sizes)")
     parser.add_argument("--batch", type=int, default=0, help="images per step (0: the recipe's batch_size)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16", "auto"])
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--out", type=Path, default=Path("runs/bench/train_throughput.json"))
@@ -47,16 +47,16 @@ def main() -> None:
         recipe = load_recipe(args.recipe, overrides)
         recipe = recipe.model_copy(update={"data": recipe.data.model_copy(update={"val": None})})
         trainer = Trainer(recipe, Path(tmp) / "run", Process(device=torch.device(args.device)))
-        batches = iter(trainer.loader())
         solver = trainer.recipe.train.solver
         times = []
-        for step in range(args.warmup + args.steps):
-            start = time.perf_counter()
-            trainer.train_step([next(batches) for _ in range(solver.accumulate)])
-            if trainer.device.type == "cuda":
-                torch.cuda.synchronize()
-            if step >= args.warmup:
-                times.append(time.perf_counter() - start)
+        with trainer.batches() as batches:
+            for step in range(args.warmup + args.steps):
+                start = time.perf_counter()
+                trainer.train_step([next(batches) for _ in range(solver.accumulate)])
+                if trainer.device.type == "cuda":
+                    torch.cuda.synchronize()
+                if step >= args.warmup:
+                    times.append(time.perf_counter() - start)
 
     median = statistics.median(times)
     result = {
@@ -66,7 +66,7 @@ def main() -> None:
         "device": args.device,
         "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
         "threads": torch.get_num_threads(),
-        "precision": args.precision,
+        "precision": trainer.recipe.train.precision,  # auto resolved
         "steps": args.steps,
         "median_step_s": round(median, 4),
         "images_per_s": round(solver.batch_size / median, 3),

@@ -16,6 +16,7 @@ mapped onto this module's names by ``PACKAGED_RULES``; the classifier head is dr
 from __future__ import annotations
 
 import re
+from contextlib import nullcontext
 from importlib import resources
 from pathlib import Path
 from typing import Annotated
@@ -84,11 +85,10 @@ class ConvNormAct(nn.Module):
             x = F.pad(x, (left, right, top, bottom))
         if self.training and isinstance(self.norm, FrozenBatchNorm2d):  # not yet folded for inference
             weight, bias = folded_weight_and_bias(self.conv.weight, self.conv.bias, self.norm)
-            if self.conv.groups > 1 and _slow_low_precision_backward(x, weight):
-                with torch.autocast(x.device.type, enabled=False):
-                    x = F.conv2d(x.float(), weight, bias, self.conv.stride, self.conv.padding, groups=self.conv.groups)
-            else:
-                x = F.conv2d(x, weight, bias, self.conv.stride, self.conv.padding, groups=self.conv.groups)
+            in_fp32 = self.conv.groups > 1 and _slow_low_precision_backward(x, weight)
+            with torch.autocast(x.device.type, enabled=False) if in_fp32 else nullcontext():
+                x = F.conv2d(x.float() if in_fp32 else x, weight, bias, self.conv.stride, self.conv.padding,
+                             groups=self.conv.groups)
         else:
             x = self.norm(self.conv(x))
         return F.relu6(x, inplace=True) if self.activation else x

@@ -368,9 +368,12 @@ class Trainer:
         logged["loss"] = sum(logged.values())
         return dict(logged)
 
+    def autocast(self) -> torch.autocast:
+        """The recipe's precision for the model's forward (a no-op in fp32)."""
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
+
     def _losses(self, batch: TrainBatch) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        enabled = self.autocast_dtype is not None
-        with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=enabled):
+        with self.autocast():
             output = self.network(batch.images.contiguous(memory_format=self.memory_format))
         size = tuple(output.masks.shape[-2:])
         targets = [Target(labels, downsample_target_masks(masks, size)) for masks, labels in
