@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from .init import c2_msra_fill, c2_xavier_fill
 from .registry import register
 
+FEATURE_STRIDE = 8  # F's stride: the masks are drawn on this grid (SPEC 1.1)
 PPM_POOL_SIZES = (1, 2, 3, 6)
 PPM_REDUCTION = 4  # each pooled branch has D / 4 channels
 

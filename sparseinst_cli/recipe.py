@@ -328,13 +328,14 @@ def deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, A
 
 def apply_override(data: dict[str, Any], assignment: str) -> None:
     """Apply ``a.b.c=value``; the value is read as TOML (``4``, ``true``, ``[4, 5]``, ``"x"``),
-    or taken as a bare string when it is not valid TOML."""
+    or taken as a bare string when it is not valid TOML; ``null`` (which TOML lacks) unsets an
+    optional value, such as a recipe's ``clip_grad_norm`` or ``[data.val]``."""
     key, sep, raw = assignment.partition("=")
     path = [part.strip() for part in key.strip().split(".")]
     if not sep or not all(path):
         raise RecipeError("override", [f"'{assignment}': expected KEY.PATH=VALUE"], setting="overrides")
     try:
-        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+        value = None if raw.strip() == "null" else tomllib.loads(f"v = {raw.strip()}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw.strip()
     node = data

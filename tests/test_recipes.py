@@ -75,6 +75,13 @@ def test_overrides_go_through_validation() -> None:
     assert switched.model.iam.name == "softmax"
 
 
+def test_null_override_unsets_an_optional_value() -> None:
+    assert load_recipe("finetune_lite").train.solver.clip_grad_norm == 1.0
+    assert load_recipe("finetune_lite", ["train.solver.clip_grad_norm=null"]).train.solver.clip_grad_norm is None
+    assert load_recipe("demo", ["data.val=null"]).data.val is None
+    assert load_recipe("r50_giam", ["train.solver.lr_scaling=none"]).train.solver.lr_scaling == "none"  # a string
+
+
 def write(tmp_path: Path, text: str, name: str = "recipe.toml") -> Path:
     path = tmp_path / name
     path.write_text(text)
@@ -93,6 +100,7 @@ def write(tmp_path: Path, text: str, name: str = "recipe.toml") -> Path:
         ('[inference]\nmask_threshold = 1.5\n', [], "inference.mask_threshold: Input should be less than 1"),
         ('[modle]\nnum_classes = 3\n', [], "<top level>: unknown key 'modle' (did you mean 'model'?)"),
         ('', ["model.decoder.kernel_dim=0"], "model.decoder.kernel_dim: Input should be greater than 0"),
+        ('', ["train.solver.lr=null"], "train.solver.lr: Input should be a valid number"),
         ('', ["model.iam.name=sigmoid", "model.iam.groups=2"], "model.iam: unknown key 'groups'"),
         ('', ["model.backbone.deform_stages=[1]"], "model.backbone.deform_stages[0]: Input should be 2, 3, 4 or 5"),
     ],

@@ -127,6 +127,18 @@ def test_non_finite_loss_names_the_step_and_term(demo: Path, tmp_path: Path) -> 
     assert not (tmp_path / "run" / "last.pt").exists()
 
 
+def test_clipping_bounds_the_gradient_norm_and_logs_it_before(demo: Path, tmp_path: Path) -> None:
+    clip = 0.05
+    trainer = Trainer(recipe_for(demo, "train.solver.batch_size=2", f"train.solver.clip_grad_norm={clip}"),
+                      tmp_path / "run")
+    losses = trainer.train_step([next(iter(trainer.loader()))])
+    after = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in trainer.model.parameters()
+                                                  if p.grad is not None]))
+    assert losses["grad_norm"] > 10 * clip  # a tiny model's first step: far above the bound
+    assert float(after) == pytest.approx(clip, rel=1e-4)
+    assert losses["loss"] == pytest.approx(sum(v for k, v in losses.items() if k.startswith("loss_")))
+
+
 def test_recipe_that_disagrees_with_the_data(demo: Path, tmp_path: Path) -> None:
     with pytest.raises(Exception, match="num_classes: the recipe says 80 but the training data has 4"):
         Trainer(recipe_for(demo, "model.num_classes=80"), tmp_path / "run")

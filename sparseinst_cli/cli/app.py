@@ -14,6 +14,7 @@ import components  # noqa: F401  (fills the component registries)
 from .commands.components import components as components_command
 from .commands.convert import convert
 from .commands.curves import curves
+from .commands.data import ceiling as data_ceiling
 from .commands.data import check as data_check
 from .commands.data import convert as data_convert
 from .commands.data import split as data_split
@@ -56,10 +57,11 @@ export_app = typer.Typer(help="Export a checkpoint for deployment.", no_args_is_
 export_app.command("onnx")(guarded(onnx))
 export_app.command("int8")(guarded(int8))
 app.add_typer(export_app, name="export")
-data_app = typer.Typer(help="Check, convert and split datasets.", no_args_is_help=True)
+data_app = typer.Typer(help="Check, convert and split datasets; the AP ceiling of an input size.", no_args_is_help=True)
 data_app.command("check")(guarded(data_check))
 data_app.command("convert")(guarded(data_convert))
 data_app.command("split")(guarded(data_split))
+data_app.command("ceiling")(guarded(data_ceiling))
 app.add_typer(data_app, name="data")
 
 

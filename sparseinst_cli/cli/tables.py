@@ -9,6 +9,7 @@ from rich.table import Table
 
 from ..analysis.activation_maps import IAMFigure
 from ..analysis.coco_eval import SUMMARY_KEYS, Evaluation
+from ..analysis.mask_ceiling import MaskCeiling
 from ..analysis.tide import TideReport, comparison_rows
 from ..analysis.timing import STAGES, UNATTRIBUTED, TimingReport, unattributed_fraction
 from ..data.check import DatasetCheck
@@ -158,6 +159,22 @@ def dataset_tables(check: DatasetCheck) -> list[Table]:
             problems.add_row(issue.kind, issue.name, issue.reason)
         tables.append(problems)
     return tables
+
+
+def ceiling_table(report: MaskCeiling) -> Table:
+    """One row per inference size: the AP ceiling and the share of objects a mask can reach."""
+    counts = report.instances
+    table = Table(title=f"{report.annotations}: mask AP ceiling ({counts['all']} objects: {counts['small']} small, "
+                        f"{counts['medium']} medium, {counts['large']} large)", title_justify="left")
+    table.add_column("size")
+    for key in SUMMARY_KEYS:
+        table.add_column(key, justify="right")
+    table.add_column("IoU >= 0.5: small / medium / large", justify="right")
+    for size in report.sizes:
+        reached = size.reached["0.5"]
+        table.add_row(f"{size.min_size}:{size.max_size}", *(_cell(size.metrics[key]) for key in SUMMARY_KEYS),
+                      " / ".join(f"{reached[k]:.0f}%" for k in ("small", "medium", "large")))
+    return table
 
 
 def videos_table(reports: list[VideoReport]) -> Table:

@@ -342,7 +342,8 @@ class Trainer:
 
     # ---------------------------------------------------------------- steps
     def train_step(self, batches: list[TrainBatch]) -> dict[str, float]:
-        """One optimizer step over ``accumulate`` micro-batches; returns the mean loss terms."""
+        """One optimizer step over ``accumulate`` micro-batches; returns the mean loss terms, their
+        sum ``loss`` and, when the gradient norm is clipped, its norm before clipping."""
         self.optimizer.zero_grad(set_to_none=True)
         logged: dict[str, float] = defaultdict(float)
         for micro, batch in enumerate(batches):
@@ -355,17 +356,18 @@ class Trainer:
                 self.scaler.scale(total / len(batches)).backward()
             for name, value in losses.items():
                 logged[name] += float(value.detach()) / len(batches)
+        logged["loss"] = sum(logged.values())
         solver = self.recipe.train.solver
         if solver.clip_grad_norm is not None:
             self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), solver.clip_grad_norm)
+            # Logged before clipping, so that a threshold can be chosen from a run's typical norms.
+            logged["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), solver.clip_grad_norm))
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
         if self.ema is not None:
             self.ema.update(self.model)
         self.step += 1
-        logged["loss"] = sum(logged.values())
         return dict(logged)
 
     def autocast(self) -> torch.autocast:

@@ -1,4 +1,4 @@
-"""``sparseinst data check`` and ``sparseinst data split``."""
+"""``sparseinst data check``, ``convert``, ``split`` and ``ceiling``."""
 
 from __future__ import annotations
 
@@ -8,17 +8,20 @@ from typing import Annotated, Optional
 import typer
 
 from ...analysis.dataset_figure import save_dataset_figure
+from ...analysis.mask_ceiling import mask_ceiling
 from ...data.check import check_dataset
 from ...data.convert import SourceFormat, convert_dataset
 from ...data.split import split_dataset
 from ...files import output_file, output_folder, write_json
+from ...recipe import MAX_SIZE_TEST, MIN_SIZE_TEST, SIZE_DIVISIBILITY
 from ..console import console, err_console
 from ..exit_codes import EXIT_FAILED
 from ..options import RUNS
 from ..progress import ProgressBar
-from ..tables import dataset_tables
+from ..tables import ceiling_table, dataset_tables
 
-CHECK_FILE, FIGURE_FILE = "check.json", "dataset.png"
+CHECK_FILE, FIGURE_FILE, CEILING_FILE = "check.json", "dataset.png", "ceiling.json"
+CEILING_SIZES = ("384", "512", "640")
 
 
 def check(
@@ -102,3 +105,42 @@ def convert(
     console.print(f"wrote {result.out}: {result.images} images, {result.instances} instances, "
                   f"{len(result.categories)} classes ({', '.join(result.categories[:10])}"
                   f"{', ...' if len(result.categories) > 10 else ''})")
+
+
+def _inference_sizes(values: list[str]) -> list[str]:
+    for value in values:
+        parts = value.split(":")
+        if len(parts) > 2 or not all(part.isdigit() and int(part) > 0 for part in parts):
+            raise typer.BadParameter(f"{value!r}: give SHORT or SHORT:LONGEST in pixels, e.g. 640 or 640:853")
+    return values
+
+
+def ceiling(
+    context: typer.Context,
+    annotations: Annotated[Path, typer.Argument(help="COCO instances JSON (its images are not needed).")],
+    size: Annotated[Optional[list[str]], typer.Option(  # noqa: UP007
+        "--size", callback=_inference_sizes, metavar="SHORT[:LONGEST]",
+        help=f"Inference size: the shorter side, and the longest side (default: SHORT x {MAX_SIZE_TEST}/"
+             f"{MIN_SIZE_TEST}) (repeatable) \\[default: {', '.join(CEILING_SIZES)}].")] = None,
+    size_divisibility: Annotated[int, typer.Option(min=1, help="Padding multiple of the input.")] = SIZE_DIVISIBILITY,
+    out: Annotated[Path, typer.Option("--out", "-o", help=f"Folder for {CEILING_FILE}.")] = RUNS / "data-ceiling",
+) -> None:
+    """The mask AP a model could reach on this data at each inference size, were it perfect: the
+    ceiling set by the masks' stride-8 output grid (small objects lose most). Pick an input size
+    that leaves your objects within reach before training for days.
+
+    Examples:
+      sparseinst data ceiling labels.json
+      sparseinst data ceiling data/coco/annotations/instances_val2017.json --size 512 --size 640:853 --size 800:1333
+    """
+    output_folder(out)
+    sizes = [_size_pair(value) for value in (size or CEILING_SIZES)]
+    with ProgressBar() as progress:
+        report = mask_ceiling(annotations, sizes, size_divisibility, progress=progress)
+    console.print(ceiling_table(report))
+    console.print(f"report: {write_json(out / CEILING_FILE, report.to_json())}")
+
+
+def _size_pair(value: str) -> tuple[int, int]:
+    short, _, longest = value.partition(":")
+    return int(short), int(longest) if longest else round(int(short) * MAX_SIZE_TEST / MIN_SIZE_TEST)
