@@ -83,6 +83,25 @@ def test_data_ceiling_command_writes_a_row_per_size(tmp_path: Path) -> None:
     assert "384:512" in result.output and "960:1280" in result.output
 
 
+def test_data_ceiling_without_sizes_uses_the_default_ones(tmp_path: Path) -> None:
+    path = write_coco(tmp_path / "one.json", [(120, 100, 200, 150)])
+    result = CliRunner().invoke(app, ["data", "ceiling", str(path), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "out" / "ceiling.json").read_text())
+    assert [(s["min_size"], s["max_size"]) for s in report["sizes"]] == [(384, 512), (512, 682), (640, 853)]
+
+
+@pytest.mark.parametrize("text", [None, '{"images": ['])
+def test_data_ceiling_names_a_missing_or_broken_file(tmp_path: Path, text: str | None) -> None:
+    path = tmp_path / "labels.json"
+    if text is not None:
+        path.write_text(text)
+    result = CliRunner().invoke(app, ["data", "ceiling", str(path), "--out", str(tmp_path / "out")])
+    assert result.exit_code == EXIT_USAGE
+    assert "labels.json" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "out" / "ceiling.json").exists()
+
+
 @pytest.mark.parametrize("size", ["64:x", "0", "64:128:256"])
 def test_data_ceiling_refuses_a_malformed_size(tmp_path: Path, size: str) -> None:
     path = write_coco(tmp_path / "two.json", [(120, 100, 200, 150)])

@@ -45,6 +45,7 @@ from .coco_eval import SUMMARY_KEYS, ground_truth_index, mask_ap
 COVERAGE_OFFSETS = (0.2, 0.3, 0.4, 0.5, 0.6)
 LOGIT_SHARPNESS = (4.0, 30.0)
 IOU_THRESHOLDS = (0.5, 0.75)
+OBJECTS_AT_ONCE = 16  # full-size masks in flight: 16 x 12 M pixels x 4 bytes for a 12 MP photo
 SIZE_RANGES = {"small": (0, SMALL_AREA), "medium": (SMALL_AREA, LARGE_AREA), "large": (LARGE_AREA, float("inf"))}
 
 
@@ -91,12 +92,13 @@ def mask_ceiling(annotations: str | Path, sizes: Sequence[tuple[int, int]], size
         for image_id in image_ids:
             info = ground_truth.imgs[image_id]
             image_objects = _objects_in_order(ground_truth, [image_id])
-            if image_objects:
-                masks = np.stack([ground_truth.annToMask(a) for a in image_objects])
+            for start in range(0, len(image_objects), OBJECTS_AT_ONCE):
+                chunk = image_objects[start : start + OBJECTS_AT_ONCE]
+                masks = np.stack([ground_truth.annToMask(a) for a in chunk])
                 best_masks, best_ious = best_reachable_masks(
                     masks, (info["height"], info["width"]), min_size, max_size, size_divisibility, mask_threshold)
                 ious.extend(best_ious.tolist())
-                for annotation, mask, iou in zip(image_objects, best_masks, best_ious):
+                for annotation, mask, iou in zip(chunk, best_masks, best_ious):
                     rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
                     results.append({"image_id": image_id, "category_id": annotation["category_id"],
                                     "segmentation": rle, "score": float(iou)})

@@ -107,8 +107,8 @@ def convert(
                   f"{', ...' if len(result.categories) > 10 else ''})")
 
 
-def _inference_sizes(values: list[str]) -> list[str]:
-    for value in values:
+def _inference_sizes(values: list[str] | None) -> list[str] | None:
+    for value in values or ():
         parts = value.split(":")
         if len(parts) > 2 or not all(part.isdigit() and int(part) > 0 for part in parts):
             raise typer.BadParameter(f"{value!r}: give SHORT or SHORT:LONGEST in pixels, e.g. 640 or 640:853")
