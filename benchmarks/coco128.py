@@ -36,6 +36,7 @@ import torch
 from sparseinst_cli import CocoInstances, Evaluation, Predictor, Trainer, evaluate_model, load_recipe, mask_ap
 from sparseinst_cli.analysis.coco_eval import ground_truth_index
 from sparseinst_cli.analysis.mask_ceiling import mask_ceiling
+from sparseinst_cli.recipe import RecipeBase
 
 HELD_OUT_EVERY = 4  # every fourth image id (in sorted order) is held out: a 3:1 split
 RECIPE = "finetune_lite"
@@ -121,9 +122,10 @@ def _class_agnostic(dataset: CocoInstances, evaluation: Evaluation) -> dict[str,
     return {k: metrics[k] for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")}
 
 
-def _ceiling(annotations: Path, recipe) -> dict[str, float]:
+def _ceiling(annotations: Path, recipe: RecipeBase) -> dict[str, float]:
     size = (recipe.input.min_size_test, recipe.input.max_size_test)
-    metrics = mask_ceiling(annotations, [size], recipe.input.size_divisibility).sizes[0].metrics
+    metrics = mask_ceiling(annotations, [size], recipe.input.size_divisibility,
+                           recipe.inference.mask_threshold).sizes[0].metrics
     return {k: metrics[k] for k in ("AP", "AP50", "AP75")}
 
 

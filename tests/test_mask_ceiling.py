@@ -43,6 +43,14 @@ def test_a_large_object_is_reached_and_a_tiny_one_is_not_at_a_small_size() -> No
     assert tiny[0] < 0.5
 
 
+def test_any_padding_multiple_gives_the_network_s_grid() -> None:
+    """The stride-8 map covers the padded input rounded up to whole cells, whatever the padding."""
+    for divisibility in (1, 7, 32):
+        odd = square(100, 120, 200)[:, : HEIGHT - 3, : WIDTH - 5]
+        _, large = best_reachable_masks(odd, (HEIGHT - 3, WIDTH - 5), 381, 509, divisibility)
+        assert large[0] > 0.95
+
+
 def test_a_larger_input_size_reaches_small_objects_better() -> None:
     ious = [best_reachable_masks(square(203, 301, 9), (HEIGHT, WIDTH), short, 4 * short // 3, 32)[1][0]
             for short in (256, 480, 960)]
@@ -68,7 +76,7 @@ def test_ceiling_metrics_of_one_reached_and_one_lost_object(tmp_path: Path) -> N
     assert size.metrics["AP50"] == pytest.approx(100 * 51 / 101, abs=1e-3)
     assert size.metrics["APl"] == pytest.approx(100.0)
     assert size.metrics["APs"] == pytest.approx(0.0)
-    assert size.reached["0.5"] == {"all": 50.0, "small": 0.0, "medium": 0.0, "large": 100.0}
+    assert size.reached["0.5"] == {"all": 50.0, "small": 0.0, "medium": None, "large": 100.0}  # None: no objects
 
 
 def test_data_ceiling_command_writes_a_row_per_size(tmp_path: Path) -> None:
@@ -102,7 +110,7 @@ def test_data_ceiling_names_a_missing_or_broken_file(tmp_path: Path, text: str |
     assert not (tmp_path / "out" / "ceiling.json").exists()
 
 
-@pytest.mark.parametrize("size", ["64:x", "0", "64:128:256"])
+@pytest.mark.parametrize("size", ["64:x", "0", "64:128:256", "\u00b2"])
 def test_data_ceiling_refuses_a_malformed_size(tmp_path: Path, size: str) -> None:
     path = write_coco(tmp_path / "two.json", [(120, 100, 200, 150)])
     result = CliRunner().invoke(app, ["data", "ceiling", str(path), "--size", size, "--out", str(tmp_path / "out")])

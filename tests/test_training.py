@@ -139,6 +139,17 @@ def test_clipping_bounds_the_gradient_norm_and_logs_it_before(demo: Path, tmp_pa
     assert losses["loss"] == pytest.approx(sum(v for k, v in losses.items() if k.startswith("loss_")))
 
 
+def test_grad_norm_is_logged_as_its_own_mean(demo: Path, tmp_path: Path) -> None:
+    recipe = recipe_for(demo, "train.solver.batch_size=2", "train.solver.max_iter=2", "train.log_period=2",
+                        "train.solver.clip_grad_norm=0.05")
+    Trainer(recipe.model_copy(update={"data": recipe.data.model_copy(update={"val": None})}), tmp_path / "run").run()
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    logged = [r for r in records if "loss" in r]
+    assert [r["step"] for r in logged] == [2]
+    assert 0.5 < logged[0]["grad_norm"] < 1e4
+    assert logged[0]["loss"] == pytest.approx(sum(v for k, v in logged[0].items() if k.startswith("loss_")))
+
+
 def test_recipe_that_disagrees_with_the_data(demo: Path, tmp_path: Path) -> None:
     with pytest.raises(Exception, match="num_classes: the recipe says 80 but the training data has 4"):
         Trainer(recipe_for(demo, "model.num_classes=80"), tmp_path / "run")

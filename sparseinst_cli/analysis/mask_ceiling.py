@@ -56,7 +56,7 @@ class CeilingAtSize:
     min_size: int
     max_size: int
     metrics: dict[str, float]  # AP, AP50, AP75, APs, APm, APl in percent
-    reached: dict[str, dict[str, float]]  # "0.5" -> {"all", "small", "medium", "large"} -> share in percent
+    reached: dict[str, dict[str, float | None]]  # "0.5" -> {"all", "small", ...} -> percent (None: no objects)
     median_iou: float
 
     def to_json(self) -> dict[str, Any]:
@@ -69,11 +69,12 @@ class MaskCeiling:
     annotations: str
     images: int
     instances: dict[str, int]  # "all", "small", "medium", "large" (crowd regions left out)
+    mask_threshold: float
     sizes: list[CeilingAtSize] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {"annotations": self.annotations, "images": self.images, "instances": self.instances,
-                "feature_stride": FEATURE_STRIDE, "mask_threshold": MASK_THRESHOLD,
+                "feature_stride": FEATURE_STRIDE, "mask_threshold": self.mask_threshold,
                 "sizes": [size.to_json() for size in self.sizes]}
 
 
@@ -85,7 +86,8 @@ def mask_ceiling(annotations: str | Path, sizes: Sequence[tuple[int, int]], size
     objects = _objects_in_order(ground_truth, image_ids)
     areas = np.array([a["area"] for a in objects], dtype=np.float64)
     report = MaskCeiling(str(annotations), len(image_ids), {"all": len(objects), **{
-        name: int(((areas >= low) & (areas < high)).sum()) for name, (low, high) in SIZE_RANGES.items()}})
+        name: int(((areas >= low) & (areas < high)).sum()) for name, (low, high) in SIZE_RANGES.items()}},
+        mask_threshold)
     progress.start("mask ceiling", len(image_ids) * len(sizes))
     for min_size, max_size in sizes:
         results, ious = [], []
@@ -117,7 +119,9 @@ def best_reachable_masks(masks: np.ndarray, original_size: tuple[int, int], min_
     height, width = original_size
     h, w = resized_shape(height, width, min_size, max_size)
     padded = (-(-h // size_divisibility) * size_divisibility, -(-w // size_divisibility) * size_divisibility)
-    coverage = np.zeros((len(masks), *padded), dtype=np.float32)
+    # The network's stride-8 map covers the padded input rounded up to whole cells.
+    cells = (-(-padded[0] // FEATURE_STRIDE) * FEATURE_STRIDE, -(-padded[1] // FEATURE_STRIDE) * FEATURE_STRIDE)
+    coverage = np.zeros((len(masks), *cells), dtype=np.float32)
     for k, mask in enumerate(masks):
         coverage[k, :h, :w] = cv2.resize(mask.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA)
     grid = torch.from_numpy(coverage).unsqueeze(1)
@@ -137,9 +141,12 @@ def best_reachable_masks(masks: np.ndarray, original_size: tuple[int, int], min_
     return best, best_iou
 
 
-def _masks_at_original_size(probs: torch.Tensor, *sizes_and_threshold) -> torch.Tensor:
-    made = resize_and_threshold(probs.contiguous(), *sizes_and_threshold)  # the fast kernel: the same masks
-    return made[0] if made is not None else reference_resize_and_threshold(probs, *sizes_and_threshold)
+def _masks_at_original_size(probs: torch.Tensor, input_size: tuple[int, int], image_size: tuple[int, int],
+                            original_size: tuple[int, int], threshold: float) -> torch.Tensor:
+    """Post-processing's masks (K, height, width) bool: the fast kernel where it applies (the same masks)."""
+    sizes = (input_size, image_size, original_size, threshold)
+    made = resize_and_threshold(probs.contiguous(), *sizes)
+    return made[0] if made is not None else reference_resize_and_threshold(probs, *sizes)
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -165,5 +172,5 @@ def _ceiling_at_size(ground_truth, image_ids: list[int], results: list[dict], io
                          round(float(np.median(ious)), 4) if len(ious) else 0.0)
 
 
-def _percent(hits: np.ndarray) -> float:
-    return round(100.0 * float(hits.mean()), 1) if len(hits) else 0.0
+def _percent(hits: np.ndarray) -> float | None:
+    return round(100.0 * float(hits.mean()), 1) if len(hits) else None

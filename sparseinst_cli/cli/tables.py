@@ -173,7 +173,7 @@ def ceiling_table(report: MaskCeiling) -> Table:
     for size in report.sizes:
         reached = size.reached["0.5"]
         table.add_row(f"{size.min_size}:{size.max_size}", *(_cell(size.metrics[key]) for key in SUMMARY_KEYS),
-                      " / ".join(f"{reached[k]:.0f}%" for k in ("small", "medium", "large")))
+                      " / ".join("-" if reached[k] is None else f"{reached[k]:.0f}%" for k in ("small", "medium", "large")))
     return table
 
 

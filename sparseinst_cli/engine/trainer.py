@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import platform
 import signal
 import subprocess
@@ -183,8 +184,9 @@ class Trainer:
         self.fresh_parameters = (self.transfer.fresh_parameters(self.model) if self.transfer is not None
                                  else {name for name, _ in self.model.named_parameters()})
         self.ema = ModelEMA(self.model, train.ema_decay, train.ema_warmup) if train.ema else None
-        self.loss_window: dict[str, float] = {}  # loss sums since the last logged record
-        self.loss_window_steps = 0
+        # Sums and counts of each logged value (loss terms, grad_norm) since the last record.
+        self.log_window: dict[str, float] = {}
+        self.log_window_counts: dict[str, int] = {}
         self.progress = progress if process.is_main else SILENT
         self.skipped_images: set[str] = set()
 
@@ -197,7 +199,7 @@ class Trainer:
         return {
             "step": self.step,
             "calibrated": self.calibrated,
-            "loss_window": {"steps": self.loss_window_steps, "sums": dict(self.loss_window)},
+            "loss_window": {"sums": dict(self.log_window), "counts": dict(self.log_window_counts)},
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -245,8 +247,10 @@ class Trainer:
             torch.cuda.set_rng_state(state["cuda_rng"].cpu(), self.device)
         self.step = int(state["step"])
         self.calibrated = bool(state.get("calibrated", True))
-        window = state.get("loss_window", {"steps": 0, "sums": {}})
-        self.loss_window, self.loss_window_steps = dict(window["sums"]), int(window["steps"])
+        window = state.get("loss_window", {"sums": {}})
+        self.log_window = dict(window["sums"])
+        # Checkpoints written before per-value counts kept one count for all.
+        self.log_window_counts = dict(window.get("counts") or {name: int(window["steps"]) for name in window["sums"]})
         if self.process.is_main:
             self._level_run_files()
 
@@ -445,16 +449,17 @@ class Trainer:
                     self.skipped_images.update(batch.skipped)
                 losses = self.train_step(micro_batches)
                 for name, value in losses.items():
-                    self.loss_window[name] = self.loss_window.get(name, 0.0) + value
-                self.loss_window_steps += 1
+                    if math.isfinite(value):  # an fp16 step skipped for overflow has an infinite grad_norm
+                        self.log_window[name] = self.log_window.get(name, 0.0) + value
+                        self.log_window_counts[name] = self.log_window_counts.get(name, 0) + 1
                 window_images += solver.batch_size
                 self.progress.advance(completed=self.step, status=f"loss {losses['loss']:.3f}")
                 if self.step % train.log_period == 0 or self.step == solver.max_iter:
                     elapsed = time.perf_counter() - window_start
-                    means = {name: total / self.loss_window_steps for name, total in self.loss_window.items()}
+                    means = {name: total / self.log_window_counts[name] for name, total in self.log_window.items()}
                     log.write({"step": self.step, "lr": self.optimizer.param_groups[0]["lr"], **means,
                                "images_per_s": round(window_images / elapsed, 3)})
-                    self.loss_window, self.loss_window_steps = {}, 0
+                    self.log_window, self.log_window_counts = {}, {}
                     window_start, window_images = time.perf_counter(), 0
                 if self.step % train.checkpoint_period == 0 and self.step < solver.max_iter:
                     self.save()

@@ -110,7 +110,7 @@ def convert(
 def _inference_sizes(values: list[str] | None) -> list[str] | None:
     for value in values or ():
         parts = value.split(":")
-        if len(parts) > 2 or not all(part.isdigit() and int(part) > 0 for part in parts):
+        if len(parts) > 2 or not all(part.isascii() and part.isdecimal() and int(part) > 0 for part in parts):
             raise typer.BadParameter(f"{value!r}: give SHORT or SHORT:LONGEST in pixels, e.g. 640 or 640:853")
     return values
 
@@ -120,8 +120,9 @@ def ceiling(
     annotations: Annotated[Path, typer.Argument(help="COCO instances JSON (its images are not needed).")],
     size: Annotated[Optional[list[str]], typer.Option(  # noqa: UP007
         "--size", callback=_inference_sizes, metavar="SHORT[:LONGEST]",
-        help=f"Inference size: the shorter side, and the longest side (default: SHORT x {MAX_SIZE_TEST}/"
-             f"{MIN_SIZE_TEST}) (repeatable) \\[default: {', '.join(CEILING_SIZES)}].")] = None,
+        help=f"Inference size: the shorter side and the longest (default: SHORT x {MAX_SIZE_TEST}/{MIN_SIZE_TEST}, "
+             f"the ratio of the recipes' pairs such as 384:512 and 640:853) (repeatable) "
+             f"\\[default: {', '.join(CEILING_SIZES)}].")] = None,
     size_divisibility: Annotated[int, typer.Option(min=1, help="Padding multiple of the input.")] = SIZE_DIVISIBILITY,
     out: Annotated[Path, typer.Option("--out", "-o", help=f"Folder for {CEILING_FILE}.")] = RUNS / "data-ceiling",
 ) -> None:
