@@ -88,24 +88,26 @@ def mask_ceiling(annotations: str | Path, sizes: Sequence[tuple[int, int]], size
     report = MaskCeiling(str(annotations), len(image_ids), {"all": len(objects), **{
         name: int(((areas >= low) & (areas < high)).sum()) for name, (low, high) in SIZE_RANGES.items()}},
         mask_threshold)
-    progress.start("mask ceiling", len(image_ids) * len(sizes))
-    for min_size, max_size in sizes:
-        results, ious = [], []
-        for image_id in image_ids:
-            info = ground_truth.imgs[image_id]
-            image_objects = _objects_in_order(ground_truth, [image_id])
-            for start in range(0, len(image_objects), OBJECTS_AT_ONCE):
-                chunk = image_objects[start : start + OBJECTS_AT_ONCE]
-                masks = np.stack([ground_truth.annToMask(a) for a in chunk])
+    progress.start("mask ceiling", len(image_ids))
+    results: list[list[dict]] = [[] for _ in sizes]
+    ious: list[list[float]] = [[] for _ in sizes]
+    for image_id in image_ids:  # each mask decoded once, drawn at every size
+        info = ground_truth.imgs[image_id]
+        image_objects = _objects_in_order(ground_truth, [image_id])
+        for start in range(0, len(image_objects), OBJECTS_AT_ONCE):
+            chunk = image_objects[start : start + OBJECTS_AT_ONCE]
+            masks = np.stack([ground_truth.annToMask(a) for a in chunk])
+            for index, (min_size, max_size) in enumerate(sizes):
                 best_masks, best_ious = best_reachable_masks(
                     masks, (info["height"], info["width"]), min_size, max_size, size_divisibility, mask_threshold)
-                ious.extend(best_ious.tolist())
+                ious[index].extend(best_ious.tolist())
                 for annotation, mask, iou in zip(chunk, best_masks, best_ious):
                     rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-                    results.append({"image_id": image_id, "category_id": annotation["category_id"],
-                                    "segmentation": rle, "score": float(iou)})
-            progress.advance()
-        report.sizes.append(_ceiling_at_size(ground_truth, image_ids, results, np.array(ious), areas,
+                    results[index].append({"image_id": image_id, "category_id": annotation["category_id"],
+                                           "segmentation": rle, "score": float(iou)})
+        progress.advance()
+    for index, (min_size, max_size) in enumerate(sizes):
+        report.sizes.append(_ceiling_at_size(ground_truth, image_ids, results[index], np.array(ious[index]), areas,
                                              min_size, max_size))
     progress.stop()
     return report
