@@ -1,6 +1,13 @@
 """The compiled kernel of ``mask_resize``: threshold(resize(resize(probs))) with the certain pixels
 filled and only the pixels near the threshold interpolated, exactly as PyTorch's CPU kernel does.
 
+PyTorch's bilinear kernel interpolates along x in the two source rows an output row reads, then
+between them along y. Output rows that share their certain pixels share their uncertain columns
+too, so the source rows interpolated along x are kept and reused by the next output rows.
+
+Hot loops index slices from 0: numba wraps negative indices, and only indices it knows to be
+non-negative leave loops the compiler can vectorize.
+
 Imported on first use (numba compiles it once and caches the machine code on disk).
 """
 
@@ -37,6 +44,12 @@ def fill(row, start, end, value):
 
 
 @inline
+def copy(row, source):
+    for c in range(source.size):
+        row[c] = source[c]
+
+
+@inline
 def first_resize(p, y, x, ty0, ty1, th0, th1, tx0, tx1, tw0, tw1):
     top = lerp(p[ty0[y], tx0[x]], p[ty0[y], tx1[x]], tw0[x], tw1[x])
     bottom = lerp(p[ty1[y], tx0[x]], p[ty1[y], tx1[x]], tw0[x], tw1[x])
@@ -44,26 +57,35 @@ def first_resize(p, y, x, ty0, ty1, th0, th1, tx0, tx1, tw0, tw1):
 
 
 @inline
-def fill_first_resize_row(cache, slot, y, lo, hi, p, ty0, ty1, th0, th1, tx0, tx1, tw0, tw1):
-    for x in range(lo, hi):
-        cache[slot, x] = first_resize(p, y, x, ty0, ty1, th0, th1, tx0, tx1, tw0, tw1)
-
-
-@inline
-def cached_row(y, other, lo, hi, cache, slot_row, slot_lo, slot_hi, p, ty0, ty1, th0, th1, tx0, tx1, tw0, tw1):
-    """The cache slot holding first-resize row ``y`` over columns [lo, hi), computing what is
-    missing; a new row takes the slot not holding row ``other``."""
-    slot = 0 if slot_row[0] == y else (1 if slot_row[1] == y else -1)
-    if slot < 0:
-        slot = 0 if slot_row[0] != other else 1
-        slot_row[slot], slot_lo[slot], slot_hi[slot] = y, lo, lo
-    if lo < slot_lo[slot]:
-        fill_first_resize_row(cache, slot, y, lo, slot_lo[slot], p, ty0, ty1, th0, th1, tx0, tx1, tw0, tw1)
-        slot_lo[slot] = lo
-    if hi > slot_hi[slot]:
-        fill_first_resize_row(cache, slot, y, slot_hi[slot], hi, p, ty0, ty1, th0, th1, tx0, tx1, tw0, tw1)
-        slot_hi[slot] = hi
-    return slot
+def window_states(safe, row_min, y, x_from, x_last, x_to, window_h, window_w, above, below,
+                  column_min, column_max, window_min, window_max, state):
+    """``state[x]`` for x in [x_from, x_last]: whether the window of ``safe`` at (y, x) lies certainly
+    below (0), certainly above (1) or near the threshold (2). Separable minima and maxima."""
+    y_end = min(y + window_h, safe.shape[0])
+    states = state[x_from:x_last + 1]
+    if row_min[y:y_end].min() > above:  # rows entirely inside the mask
+        fill(states, 0, states.size, 1)
+        return
+    low, high, values = column_min[x_from:x_to], column_max[x_from:x_to], safe[y, x_from:x_to]
+    for i in range(values.size):
+        low[i] = high[i] = values[i]
+    for yy in range(y + 1, y_end):
+        values = safe[yy, x_from:x_to]
+        for i in range(values.size):
+            value = values[i]
+            low[i] = value if value < low[i] else low[i]
+            high[i] = value if value > high[i] else high[i]
+    window_low, window_high = window_min[x_from:x_last + 1], window_max[x_from:x_last + 1]
+    for i in range(states.size):
+        window_low[i], window_high[i] = low[i], high[i]
+    for offset in range(1, window_w):
+        for i in range(min(states.size, low.size - offset)):
+            value = low[i + offset]
+            window_low[i] = value if value < window_low[i] else window_low[i]
+            value = high[i + offset]
+            window_high[i] = value if value > window_high[i] else window_high[i]
+    for i in range(states.size):
+        states[i] = 1 if window_low[i] > above else (0 if window_high[i] < below else 2)
 
 
 @jit
@@ -81,24 +103,23 @@ def resize_threshold_masks(worker, workers, probs, ty0, ty1, th0, th1, tx0, tx1,
     low_h, low_w = probs.shape[1], probs.shape[2]
     out_h, out_w = masks.shape[1], masks.shape[2]
     second = sy0.size > 0
+    # The last resize's source rows and weights along y, and what it reads along x.
+    last_y0, last_y1, last_h0, last_h1 = (sy0, sy1, sh0, sh1) if second else (ty0, ty1, th0, th1)
     above, below = threshold + margin, threshold - margin
     safe = np.empty((low_h, low_w), np.float32)
-    window_min = np.empty((low_h, low_w), np.float32)
-    window_max = np.empty((low_h, low_w), np.float32)
-    # Per low-resolution row y: runs of output columns [run_start, run_end) whose windows are
-    # certainly below (0), certainly above (1) or near the threshold (2: interpolated).
-    run_start = np.zeros((low_h, low_w + 2), np.int64)
-    run_end = np.zeros((low_h, low_w + 2), np.int64)
-    run_status = np.zeros((low_h, low_w + 2), np.int8)
-    run_count = np.zeros(low_h, np.int64)
-    uncertain_from = np.zeros(low_h, np.int64)  # the output columns holding the row's status-2 runs
-    uncertain_to = np.zeros(low_h, np.int64)
-    # The second resize reads two rows of first-resize values: two cached rows, each valid over
-    # the columns [slot_lo, slot_hi) that the uncertain pixels so far needed.
-    cache = np.empty((2, tx0.size), np.float32)
-    slot_row = np.full(2, -1, np.int64)
-    slot_lo = np.zeros(2, np.int64)
-    slot_hi = np.zeros(2, np.int64)
+    row_min = np.empty(low_h, np.float32)
+    column_min, column_max = np.empty(low_w, np.float32), np.empty(low_w, np.float32)
+    window_min, window_max = np.empty(low_w, np.float32), np.empty(low_w, np.float32)
+    # Output rows sharing a low-resolution row y share their certain pixels: a template row holds
+    # them, and only the runs of output columns [uncertain_start, uncertain_end) are interpolated.
+    state = np.empty(low_w, np.int8)  # per window: 0 certainly below, 1 certainly above, 2 near
+    template = np.empty(out_w, np.bool_)
+    uncertain_start = np.empty(low_w, np.int64)
+    uncertain_end = np.empty(low_w, np.int64)
+    # Source rows of the last resize interpolated along x over the uncertain runs; source row j
+    # lives in slot j % 2 (the two rows an output row reads are adjacent or one row).
+    rows, row_held = np.empty((2, out_w), np.float32), np.full(2, -1, np.int64)
+    first_row = np.empty(tx0.size, np.float32)  # a row of the first resize (second resize only)
     for k in range(worker, probs.shape[0], workers):
         p = probs[k]
         # The certainty test reads NaN as -1: a NaN is never "above", and where it makes a window
@@ -106,23 +127,25 @@ def resize_threshold_masks(worker, workers, probs, ty0, ty1, th0, th1, tx0, tx1,
         # holds every value reaching the lower margin.
         active_top, active_bottom, active_left, active_right = low_h, -1, low_w, -1
         for y in range(low_h):
-            row_max = np.float32(-1)
+            values, safe_values = p[y], safe[y]
+            low, high = np.float32(2), np.float32(-1)
             for x in range(low_w):
-                value = p[y, x]
+                value = values[x]
                 value = value if value == value else np.float32(-1)
-                safe[y, x] = value
-                row_max = value if value > row_max else row_max
-            if row_max >= below:
+                safe_values[x] = value
+                low = value if value < low else low
+                high = value if value > high else high
+            row_min[y] = low
+            if high >= below:
                 active_top, active_bottom = min(active_top, y), y
                 x = 0
-                while safe[y, x] < below:
+                while safe_values[x] < below:
                     x += 1
                 active_left = min(active_left, x)
                 x = low_w - 1
-                while safe[y, x] < below:
+                while safe_values[x] < below:
                     x -= 1
                 active_right = max(active_right, x)
-        run_count[:] = 0
         if active_bottom < 0:
             for r in range(out_h):
                 fill(masks[k, r], 0, out_w, False)
@@ -130,70 +153,78 @@ def resize_threshold_masks(worker, workers, probs, ty0, ty1, th0, th1, tx0, tx1,
         # Windows that reach the active rectangle start up to window - 1 before it.
         y_from, x_from = max(active_top - window_h + 1, 0), max(active_left - window_w + 1, 0)
         x_to = min(active_right + window_w, low_w)  # windows starting up to active_right read these
-        for y in range(y_from, active_bottom + 1):
-            for x in range(x_from, x_to):
-                window_min[y, x] = window_max[y, x] = safe[y, x]
-            for yy in range(y + 1, min(y + window_h, low_h)):
-                for x in range(x_from, x_to):
-                    value = safe[yy, x]
-                    window_min[y, x] = value if value < window_min[y, x] else window_min[y, x]
-                    window_max[y, x] = value if value > window_max[y, x] else window_max[y, x]
-        for y in range(y_from, active_bottom + 1):
-            run_start[y, 0], run_end[y, 0], run_status[y, 0] = 0, column_start[x_from], 0
-            runs, uncertain_from[y], uncertain_to[y] = 1, out_w, 0
-            for x in range(x_from, active_right + 1):
-                low, high = window_min[y, x], window_max[y, x]
-                for xx in range(x + 1, min(x + window_w, x_to)):
-                    low, high = min(low, window_min[y, xx]), max(high, window_max[y, xx])
-                state = 1 if low > above else (0 if high < below else 2)
-                start, end = column_start[x], column_start[x + 1]
-                if run_status[y, runs - 1] == state:
-                    run_end[y, runs - 1] = end
-                else:
-                    run_start[y, runs], run_end[y, runs], run_status[y, runs] = start, end, state
-                    runs += 1
-                if state == 2 and end > start:
-                    uncertain_from[y], uncertain_to[y] = min(uncertain_from[y], start), end
-            run_start[y, runs], run_end[y, runs], run_status[y, runs] = column_start[active_right + 1], out_w, 0
-            run_count[y] = runs + 1
-        slot_row[:] = -1
+        template_y, uncertain_runs, certain_first, certain_last = -1, 0, -1, -1
         x_min, x_max, y_min, y_max = out_w, -1, out_h, -1
         for r in range(out_h):
             row = masks[k, r]
             y = row_first[r]
-            if run_count[y] == 0:
+            if y < y_from or y > active_bottom:
                 fill(row, 0, out_w, False)
                 continue
-            slot0 = slot1 = 0
-            if second and uncertain_to[y] > uncertain_from[y]:
-                lo, hi = sx0[uncertain_from[y]], sx1[uncertain_to[y] - 1] + 1
-                slot0 = cached_row(sy0[r], sy1[r], lo, hi, cache, slot_row, slot_lo, slot_hi,
-                                   p, ty0, ty1, th0, th1, tx0, tx1, tw0, tw1)
-                slot1 = cached_row(sy1[r], sy0[r], lo, hi, cache, slot_row, slot_lo, slot_hi,
-                                   p, ty0, ty1, th0, th1, tx0, tx1, tw0, tw1)
-            first, last = -1, -1
-            for i in range(run_count[y]):
-                start, end, state = run_start[y, i], run_end[y, i], run_status[y, i]
-                if state == 0:
-                    fill(row, start, end, False)
+            if y != template_y:
+                template_y, uncertain_runs, certain_first, certain_last = y, 0, -1, -1
+                row_held[:] = -1
+                window_states(safe, row_min, y, x_from, active_right, x_to, window_h, window_w, above, below,
+                              column_min, column_max, window_min, window_max, state)
+                fill(template, 0, column_start[x_from], False)
+                fill(template, column_start[active_right + 1], out_w, False)
+                begin = x_from
+                for x in range(x_from + 1, active_right + 2):
+                    if x <= active_right and state[x] == state[begin]:
+                        continue
+                    start, end = column_start[begin], column_start[x]
+                    if end > start:
+                        if state[begin] == 2:
+                            uncertain_start[uncertain_runs], uncertain_end[uncertain_runs] = start, end
+                            uncertain_runs += 1
+                        elif state[begin] == 1:
+                            fill(template, start, end, True)
+                            certain_first = start if certain_first < 0 else certain_first
+                            certain_last = end - 1
+                        else:
+                            fill(template, start, end, False)
+                    begin = x
+            copy(row, template)
+            if uncertain_runs == 0:
+                if certain_first >= 0:
+                    x_min, x_max = min(x_min, certain_first), max(x_max, certain_last)
+                    y_min, y_max = min(y_min, r), r
+                continue
+            for source in (last_y0[r], last_y1[r]):
+                slot = source % 2
+                if row_held[slot] == source:
                     continue
-                if state == 1:
-                    fill(row, start, end, True)
-                    first = start if first < 0 else first
-                    last = end - 1
-                    continue
-                for c in range(start, end):
+                row_held[slot] = source
+                for i in range(uncertain_runs):
+                    start, end = uncertain_start[i], uncertain_end[i]
+                    interpolated = rows[slot, start:end]
                     if second:
-                        top = lerp(cache[slot0, sx0[c]], cache[slot0, sx1[c]], sw0[c], sw1[c])
-                        bottom = lerp(cache[slot1, sx0[c]], cache[slot1, sx1[c]], sw0[c], sw1[c])
-                        value = lerp(top, bottom, sh0[r], sh1[r])
+                        lo, hi = sx0[start], sx1[end - 1] + 1
+                        for x in range(lo, hi):
+                            first_row[x] = first_resize(p, source, x, ty0, ty1, th0, th1, tx0, tx1, tw0, tw1)
+                        for c in range(start, end):
+                            interpolated[c - start] = lerp(first_row[sx0[c]], first_row[sx1[c]], sw0[c], sw1[c])
                     else:
-                        value = first_resize(p, r, c, ty0, ty1, th0, th1, tx0, tx1, tw0, tw1)
-                    inside = value > threshold
-                    row[c] = inside
-                    if inside:
-                        first = c if first < 0 else first
-                        last = c
+                        values = p[source]
+                        for c in range(start, end):
+                            interpolated[c - start] = lerp(values[tx0[c]], values[tx1[c]], tw0[c], tw1[c])
+            first, last = certain_first, certain_last
+            top, bottom = rows[last_y0[r] % 2], rows[last_y1[r] % 2]
+            weight_top, weight_bottom = last_h0[r], last_h1[r]
+            for i in range(uncertain_runs):
+                start, end = uncertain_start[i], uncertain_end[i]
+                run, run_top, run_bottom = row[start:end], top[start:end], bottom[start:end]
+                for c in range(run.size):
+                    run[c] = lerp(run_top[c], run_bottom[c], weight_top, weight_bottom) > threshold
+                c = 0
+                while c < run.size and not run[c]:
+                    c += 1
+                if c < run.size:
+                    first = start + c if first < 0 or start + c < first else first
+                    c = run.size - 1
+                    while not run[c]:
+                        c -= 1
+                    last = max(last, start + c)
             if first >= 0:
                 x_min, x_max = min(x_min, first), max(x_max, last)
                 y_min, y_max = min(y_min, r), r
