@@ -33,7 +33,16 @@ from pathlib import Path
 
 import torch
 
-from sparseinst_cli import CocoInstances, Evaluation, Predictor, Trainer, evaluate_model, load_recipe, mask_ap
+from sparseinst_cli import (
+    CocoInstances,
+    Evaluation,
+    Predictor,
+    Trainer,
+    evaluate_model,
+    keep_freed_memory,
+    load_recipe,
+    mask_ap,
+)
 from sparseinst_cli.analysis.coco_eval import ground_truth_index
 from sparseinst_cli.analysis.mask_ceiling import mask_ceiling
 from sparseinst_cli.recipe import RecipeBase
@@ -154,11 +163,12 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("runs/bench/coco128"))
     parser.add_argument("--out", type=Path, default=Path("runs/bench/coco128.json"))
     args = parser.parse_args()
+    kept = keep_freed_memory()  # as the sparseinst command does
     images = args.data / "images"
     if not images.is_dir():
         raise SystemExit(f"{images}: no such folder (pass --data, the coco128 folder)")
     report = {"cpu": _cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__,
-              "recipe": RECIPE, "overrides": args.set, "variants": []}
+              "freed_memory_kept": kept, "recipe": RECIPE, "overrides": args.set, "variants": []}
     if args.out.is_file():  # runs of other variants stay; a variant run again replaces its entry
         report["variants"] = json.loads(args.out.read_text()).get("variants", [])
     for name in args.variants.split(","):

@@ -28,6 +28,7 @@ from sparseinst_cli import (
 from sparseinst_cli.analysis.timing import device_name
 from sparseinst_cli.data.images import read_image, typical_size
 from sparseinst_cli.deploy.quantize import quantize_model
+from sparseinst_cli.memory import keep_freed_memory
 
 
 def main() -> None:
@@ -40,6 +41,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--out", type=Path, default=Path("runs/bench/int8.json"))
     args = parser.parse_args()
+    kept = keep_freed_memory()  # as the sparseinst command does
     torch.set_num_threads(args.threads)
     folder = Path(tempfile.mkdtemp(prefix="int8-bench-"))
     float_onnx = export_onnx(args.weights, folder / "float.onnx", dynamic=True)
@@ -52,7 +54,7 @@ def main() -> None:
     dataset = CocoInstances(args.data, args.images)
     image = read_image(next(iter(sorted(args.images.glob("*.png")) or sorted(args.images.glob("*.jpg")))))
     record = {"device": device_name("cpu"), "threads": torch.get_num_threads(), "torch": torch.__version__,
-              "weights": str(args.weights), "models": {}}
+              "freed_memory_kept": kept, "weights": str(args.weights), "models": {}}
     for name, predictor in models.items():
         spec = predictor.recipe.input
         size = typical_size(spec.min_size_test, spec.max_size_test)

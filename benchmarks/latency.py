@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from sparseinst_cli import Precision, Predictor, time_predictor
+from sparseinst_cli import Precision, Predictor, keep_freed_memory, time_predictor
 from sparseinst_cli.analysis.timing import device_name
 from sparseinst_cli.data.demo_data import render_image
 
@@ -40,6 +40,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--out", type=Path, default=Path("runs/bench/latency.json"))
     args = parser.parse_args()
+    kept = keep_freed_memory()  # as the sparseinst command does
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -56,6 +57,7 @@ def main() -> None:
         "device": str(predictor.device),
         "device_name": device_name(predictor.device),
         "threads": torch.get_num_threads(),
+        "freed_memory_kept": kept,
         "torch": torch.__version__,
         "plain": plain.to_json(),
         "fast": fast.to_json(),

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from components.losses import Target, downsample_target_masks
-from sparseinst_cli import Trainer, load_recipe
+from sparseinst_cli import Trainer, keep_freed_memory, load_recipe
 from sparseinst_cli.data.dense_scene import write_dense_scene
 from sparseinst_cli.data.transforms import Collate, TrainTransform
 
@@ -42,6 +42,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="recipe override")
     parser.add_argument("--out", type=Path, default=Path("runs/bench/train_step_profile.json"))
     args = parser.parse_args()
+    kept = keep_freed_memory()  # as the sparseinst command does
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -87,7 +88,7 @@ def main() -> None:
     before_ms = step_ms - medians["targets"] + medians["targets (before: float interpolate)"]
     report = {
         "recipe": args.recipe, "overrides": args.set, "size": args.size, "objects": args.objects, "batch": args.batch,
-        "image_shape": list(batch.images.shape), "threads": torch.get_num_threads(),
+        "image_shape": list(batch.images.shape), "threads": torch.get_num_threads(), "freed_memory_kept": kept,
         "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
         "phase_ms": medians, "step_ms": round(step_ms, 1),
         "images_per_s": round(1000 * args.batch / step_ms, 3),

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from sparseinst_cli import Trainer, generate_demo_dataset, load_recipe
+from sparseinst_cli import Trainer, generate_demo_dataset, keep_freed_memory, load_recipe
 from sparseinst_cli.engine.distributed import Process
 
 
@@ -33,6 +33,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--out", type=Path, default=Path("runs/bench/train_throughput.json"))
     args = parser.parse_args()
+    kept = keep_freed_memory()  # as the sparseinst command does
 
     with tempfile.TemporaryDirectory() as tmp:
         size = args.size or 256
@@ -66,6 +67,7 @@ def main() -> None:
         "device": args.device,
         "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
         "threads": torch.get_num_threads(),
+        "freed_memory_kept": kept,
         "precision": trainer.recipe.train.precision,  # auto resolved
         "steps": args.steps,
         "median_step_s": round(median, 4),

@@ -33,7 +33,7 @@ from pathlib import Path
 import cv2
 import torch
 
-from sparseinst_cli import Predictor
+from sparseinst_cli import Predictor, keep_freed_memory
 from sparseinst_cli.analysis.timing import device_name
 from sparseinst_cli.data.demo_data import render_image
 
@@ -65,6 +65,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--out", type=Path, default=Path("runs/bench/yolo_peer.json"))
     args = parser.parse_args()
+    kept = keep_freed_memory()  # as the sparseinst command does
     try:
         from ultralytics import YOLO
         from ultralytics.utils import torch_utils
@@ -88,7 +89,8 @@ def main() -> None:
         ours[variant] = predictor
 
     record = {"device": device_name("cpu"), "threads": args.threads, "torch": torch.__version__,
-              "image": [640, 853], "peer": {"model": args.peer, "network_input": list(PEER_INPUT)},
+              "freed_memory_kept": kept, "image": [640, 853],
+              "peer": {"model": args.peer, "network_input": list(PEER_INPUT)},
               "recipe": args.recipe, "overrides": args.overrides, "target_ratio": TARGET_RATIO, "workloads": {}}
     for workload, (peer_options, min_score) in WORKLOADS.items():
         def run_peer(options=peer_options) -> int:

@@ -26,6 +26,7 @@ _EXPORTS = {
     **dict.fromkeys(["ComponentError", "DatasetError", "ExportError", "ImageError", "RecipeError", "ResultsError",
                      "SparseInstError", "TrainingError", "WeightsError"], "sparseinst_cli.errors"),
     **dict.fromkeys(["Progress"], "sparseinst_cli.progress"),
+    **dict.fromkeys(["keep_freed_memory"], "sparseinst_cli.memory"),
     **dict.fromkeys(["Recipe", "load_recipe"], "sparseinst_cli.recipe"),
     **dict.fromkeys(["build_model"], "sparseinst_cli.builder"),
     **dict.fromkeys(["load_model", "read_checkpoint", "save_checkpoint"], "sparseinst_cli.checkpoint"),

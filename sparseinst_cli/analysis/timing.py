@@ -28,6 +28,7 @@ from ..deploy.backends import Backend, ModelSource
 from ..errors import SparseInstError
 from ..files import write_json
 from ..inference.predictor import Batch, Predictor
+from ..memory import freed_memory_kept
 from ..progress import SILENT, Progress
 
 MODULES = ("backbone", "encoder", "decoder")
@@ -196,10 +197,11 @@ class TimingReport:
     threads: int
     torch: str
     timings: list[Timing]
+    freed_memory_kept: bool = False  # glibc's malloc kept freed memory for reuse (sparseinst_cli.memory)
 
     def to_json(self) -> dict:
         return {"device": self.device, "threads": self.threads, "torch": self.torch,
-                "timings": [t.to_json() for t in self.timings]}
+                "freed_memory_kept": self.freed_memory_kept, "timings": [t.to_json() for t in self.timings]}
 
     def save(self, path: Path) -> Path:
         return write_json(path, self.to_json())
@@ -232,4 +234,5 @@ def time_models(models: Sequence[ModelSource], sizes: Sequence[int], *, image: P
             progress.note(f"timing {model.name} at {size[0]}x{size[1]} ...")
             timings.append(time_predictor(predictor, picture, name=model.name, size=size, batch=batch, warmup=warmup,
                                           runs=runs, per_module=hooks))
-    return TimingReport(device_name(models[0].device), torch.get_num_threads(), torch.__version__, timings)
+    return TimingReport(device_name(models[0].device), torch.get_num_threads(), torch.__version__, timings,
+                        freed_memory_kept())

@@ -11,6 +11,7 @@ import typer
 
 import components  # noqa: F401  (fills the component registries)
 
+from ..memory import keep_freed_memory
 from .commands.components import components as components_command
 from .commands.convert import convert
 from .commands.curves import curves
@@ -78,4 +79,5 @@ def _root(
     ] = False,
 ) -> None:
     """SparseInst real-time instance segmentation."""
+    keep_freed_memory()  # every command allocates the same large tensors pass after pass
 
