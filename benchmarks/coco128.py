@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shutil
 import statistics
 import time
@@ -45,6 +44,7 @@ from sparseinst_cli import (
 )
 from sparseinst_cli.analysis.coco_eval import ground_truth_index
 from sparseinst_cli.analysis.mask_ceiling import mask_ceiling
+from sparseinst_cli.analysis.timing import device_name
 from sparseinst_cli.recipe import RecipeBase
 
 HELD_OUT_EVERY = 4  # every fourth image id (in sorted order) is held out: a 3:1 split
@@ -167,7 +167,7 @@ def main() -> None:
     images = args.data / "images"
     if not images.is_dir():
         raise SystemExit(f"{images}: no such folder (pass --data, the coco128 folder)")
-    report = {"cpu": _cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+    report = {"cpu": device_name("cpu"), "threads": torch.get_num_threads(), "torch": torch.__version__,
               "freed_memory_kept": kept, "recipe": RECIPE, "overrides": args.set, "variants": []}
     if args.out.is_file():  # runs of other variants stay; a variant run again replaces its entry
         report["variants"] = json.loads(args.out.read_text()).get("variants", [])
@@ -177,16 +177,6 @@ def main() -> None:
         print(json.dumps(result, indent=2), flush=True)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2) + "\n")
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 if __name__ == "__main__":

@@ -86,6 +86,18 @@ def test_auto_precision_is_bf16_only_where_native(tmp_path: Path, monkeypatch, f
     assert resolve_precision(Precision.fp16, torch.device("cpu")) == "fp16"  # explicit choices stay as asked
 
 
+def test_cpu_name_gives_model_numbers_and_vector_extensions(tmp_path: Path, monkeypatch) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    first = "processor\t: 0\ncpu family\t: 25\nmodel\t\t: 17\nmodel name\t: AMD EPYC\nflags\t\t: fpu avx2 avx512f avx512_vnni\n"
+    cpuinfo.write_text(first + "\n" + first.replace(": 0", ": 1").replace("avx512_vnni", "amx_int8"))
+    monkeypatch.setattr(predictor_module, "CPU_INFO", str(cpuinfo))
+    assert predictor_module.cpu_name() == "AMD EPYC (family 25 model 17; AVX2, AVX-512, VNNI)"  # the first processor's
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: Old\nflags\t\t: fpu sse2\n")
+    assert predictor_module.cpu_name() == "Old (family ? model ?; no AVX2)"
+    monkeypatch.setattr(predictor_module, "CPU_INFO", str(tmp_path / "absent"))
+    assert predictor_module.cpu_name()  # falls back to the machine type
+
+
 def test_predictor_takes_arrays_pil_images_paths_and_bgr_frames_alike(checkpoint: Path, tmp_path: Path) -> None:
     import warnings
 

@@ -9,7 +9,6 @@ end-to-end time up to the hooks' own overhead and the small work between modules
 
 from __future__ import annotations
 
-import platform
 import statistics
 import time
 from collections.abc import Iterator, Sequence
@@ -27,7 +26,7 @@ from ..data.images import pad_batch, read_image, typical_size
 from ..deploy.backends import Backend, ModelSource
 from ..errors import SparseInstError
 from ..files import write_json
-from ..inference.predictor import Batch, Predictor
+from ..inference.predictor import Batch, Predictor, cpu_name
 from ..memory import freed_memory_kept
 from ..progress import SILENT, Progress
 
@@ -112,11 +111,11 @@ def module_clock(model: nn.Module, clock: Clock, marks: dict[str, list]) -> Iter
 
 
 def device_name(device: str | torch.device) -> str:
-    """The GPU's name on CUDA, else the CPU's (or the machine type)."""
+    """The GPU's name on CUDA, else the CPU's with its vector extensions (``cpu_name``)."""
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return platform.processor() or platform.machine()
+    return cpu_name()
 
 
 def count_gflops(model: nn.Module, images: torch.Tensor) -> float:

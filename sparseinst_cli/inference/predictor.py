@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -43,15 +44,36 @@ NATIVE_BF16_FLAGS = {"avx512_bf16", "amx_bf16"}
 INFERENCE_DTYPES = {Precision.fp32.value: None, Precision.fp16.value: torch.float16, Precision.bf16.value: torch.bfloat16}
 
 
+CPU_FEATURES = {"avx2": "AVX2", "avx512f": "AVX-512", "avx512_bf16": "AVX512-BF16", "avx512_vnni": "VNNI",
+                "avx_vnni": "AVX-VNNI", "amx_bf16": "AMX-BF16", "amx_int8": "AMX-INT8"}
+
+
+def cpu_info() -> dict[str, str]:
+    """The first processor's fields of /proc/cpuinfo (empty where there is none)."""
+    try:
+        lines = Path(CPU_INFO).read_text().split("\n\n", 1)[0].splitlines()
+    except OSError:
+        return {}
+    return {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in lines)}
+
+
+def cpu_name() -> str:
+    """The CPU as figures should name it: model, family/model numbers and the vector extensions that
+    set inference speed, e.g. 'AMD EPYC (family 25 model 17; AVX2, AVX-512, AVX512-BF16, VNNI)'."""
+    info = cpu_info()
+    if not info:
+        return platform.processor() or platform.machine()
+    flags = set(info.get("flags", "").split())
+    features = ", ".join(name for flag, name in CPU_FEATURES.items() if flag in flags)
+    return f"{info.get('model name', platform.machine())} (family {info.get('cpu family', '?')} " \
+           f"model {info.get('model', '?')}; {features or 'no AVX2'})"
+
+
 def native_bf16(device: torch.device) -> bool:
     """Whether ``device`` computes bf16 natively (not emulated through fp32)."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    try:
-        flags = next((line for line in Path(CPU_INFO).read_text().splitlines() if line.startswith("flags")), "")
-    except OSError:
-        return False
-    return bool(set(flags.split()) & NATIVE_BF16_FLAGS)
+    return bool(set(cpu_info().get("flags", "").split()) & NATIVE_BF16_FLAGS)
 
 
 def resolve_precision(dtype: str | Precision, device: torch.device) -> str:
