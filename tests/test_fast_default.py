@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -127,3 +128,19 @@ def test_predictor_takes_arrays_pil_images_paths_and_bgr_frames_alike(checkpoint
         predictor([rgb.astype("float32")])
     with pytest.raises(ImageError, match=r"shape \(H, W, 3\)"):
         predictor([rgb[:, :, :2]])
+
+
+def test_one_image_alone_is_one_image_not_a_sequence_of_rows_or_characters(checkpoint: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    predictor = Predictor.from_checkpoint(checkpoint)
+    rgb = shapes_image(90, 120, seed=8)
+    path = tmp_path / "a.png"
+    write_image(path, rgb)
+    reference = predictor([rgb])[0]
+    for single in (rgb, rgb[:, :, 0], Image.fromarray(rgb), path, str(path)):
+        results = predictor(single)
+        assert len(results) == 1 and results[0].image_size == (90, 120)
+        assert torch.equal(results[0].labels, reference.labels)
+    stacked = predictor(np.stack([rgb, rgb]))  # (B, H, W, 3): a batch
+    assert len(stacked) == 2 and all(r.image_size == (90, 120) for r in stacked)

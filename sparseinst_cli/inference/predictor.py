@@ -28,6 +28,14 @@ from .onnx_runtime import OnnxModel
 ImageInput = np.ndarray | Image.Image | str | Path
 
 
+def is_single_image(images: object) -> bool:
+    """Whether ``images`` is one image rather than a sequence of them (iterating one array would
+    yield its rows, and one path its characters)."""
+    if isinstance(images, np.ndarray):
+        return images.ndim in (2, 3)
+    return isinstance(images, (str, Path, Image.Image))
+
+
 class Precision(str, Enum):
     """The network's arithmetic: fp32, or fp16/bf16 autocast (post-processing stays fp32); ``auto``
     is bf16 where the hardware computes it natively (CPUs with AVX512-BF16 or AMX, CUDA GPUs
@@ -224,10 +232,13 @@ class Predictor:
         return SparseInstOutput(*(None if t is None else t.float() for t in output))
 
     @torch.inference_mode()
-    def predict(self, images: Sequence[ImageInput], bgr: bool = False) -> list[Instances]:
+    def predict(self, images: ImageInput | Sequence[ImageInput], bgr: bool = False) -> list[Instances]:
         """Instances per image at its original size. ``images``: paths, PIL images or uint8 arrays
         (H, W, 3), RGB, or BGR with ``bgr`` (OpenCV's images and video frames); read-only arrays
-        are fine."""
+        are fine. One image alone (not in a list) gives a list of one; a (B, H, W, 3) array is B
+        images."""
+        if is_single_image(images):
+            images = [images]
         arrays = [as_rgb_array(image, bgr) for image in images]
         batch = self.preprocess(arrays)
         return self.postprocess(self.forward(batch), batch)
