@@ -1,5 +1,5 @@
-"""int8 quantization: calibrated on the given folder only, the first and the IAM convolutions kept
-in float, the recipe and categories carried over, errors named; on the trained demo model int8
+"""int8 quantization: calibrated on the given folder only, the first convolution kept in float
+(the G-IAM's grouped one quantized), the recipe and categories carried over, errors named; on the trained demo model int8
 and bf16 give fp32's instances within stated tolerances."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import onnx
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -40,7 +41,12 @@ def test_quantized_model_reads_only_its_calibration_folder(weights: Path, tmp_pa
 
     report = quantize_model(weights, tmp_path / "model.int8.onnx", calibration, max_images=2)
     assert [Path(p).name for p in report.calibration] == ["0.png", "1.png"]  # sorted, at most max_images
-    assert report.quantized_nodes > 20 and report.float_nodes == 2  # the first and the IAM convolutions stay float
+    assert report.quantized_nodes > 20 and report.float_nodes == 1  # the first convolution stays float
+    graph = onnx.load(str(tmp_path / "model.int8.onnx")).graph
+    consumers = {name: node.op_type for node in graph.node for name in node.input}
+    pooled = [consumers[n.output[0]] for n in graph.node if n.op_type == "MaxPool"]
+    # A MaxPool feeding a QuantizeLinear makes onnxruntime pool in uint8 NCHW (20 ms of r50_giam's 187)
+    assert pooled == ["Relu"]
     int8 = Predictor.from_onnx(tmp_path / "model.int8.onnx")
     metadata = int8.model.session.get_modelmeta().custom_metadata_map
     assert json.loads(metadata[METADATA_QUANTIZATION])["calibration_images"] == 2
@@ -72,7 +78,9 @@ CONFIDENT = 0.3  # fp32 instances at least this sure are the ones compared
 # differences median 0.013; bf16 IoU >= 0.80, median 0.99, scores 0.005; 2 of 112 labels differ
 # (shapes the model is unsure of), the same two in both. A demo model whose training rounded
 # differently (AP 27.2 instead of 33.7, same code and CPU) had 53 confident instances, of which int8
-# relabelled 3 (94.3%). The bounds leave room for other CPUs' kernels and for weaker demo runs.
+# relabelled 3 (94.3%). Another (AP 32.5, Zen 5) had two of 112 instances at IoU 0.32 and 0.47 on
+# images 21-40, with the ReLUs, additions, concatenations, resizes and the IAM in int8 as without
+# them (0.31, 0.44), median 0.96. The bounds leave room for other CPUs' kernels and weaker demo runs.
 TOLERANCES = {"int8": {"min_iou": 0.5, "median_iou": 0.93, "median_score": 0.03},
               "bf16": {"min_iou": 0.7, "median_iou": 0.97, "median_score": 0.015}}
 SAME_LABEL = 0.9

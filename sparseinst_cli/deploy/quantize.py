@@ -2,13 +2,16 @@
 
 ONNX Runtime's static QDQ quantization: weights int8 per output channel, activations uint8 with
 ranges taken from the calibration images, run through the same pre-processing as prediction.
-The dense convolutions are quantized (backbone, encoder and the decoder's stacks); the first
-convolution (it reads the image: int8 there alone cost the demo model 8 of its 34 mask AP),
-depthwise convolutions, the IAM convolution (its output is normalized into the activation maps)
-and the linear heads (class, objectness, mask kernels) stay in float. Measured on the demo model
-(benchmarks/int8.py, README "Speed"); evaluate it on your data before use. The result is an
-``.onnx`` file that ``predict``, ``eval`` and ``time`` run with ``--backend onnxruntime``; its
-metadata keeps the recipe and categories and records the calibration.
+The convolutions are quantized (backbone, encoder, the decoder's stacks and the IAM), and so are
+the ReLUs, residual additions, concatenations and resizes between them, so that a tensor is
+quantized once instead of being dequantized and requantized at each of them. The first
+convolution (it reads the image: int8 there alone cost the demo model 8 of its 34 mask AP) and
+depthwise convolutions (too few weights per output) stay in float, and so do the activation
+maps' normalization, the linear heads (class, objectness, mask kernels) and the mask product.
+Measured on the demo model and r50_giam (benchmarks/int8.py, README "Speed"); evaluate it on
+your data before use. The result is an ``.onnx`` file that ``predict``, ``eval`` and ``time``
+run with ``--backend onnxruntime``; its metadata keeps the recipe and categories and records the
+calibration.
 """
 
 from __future__ import annotations
@@ -38,8 +41,7 @@ from ..progress import SILENT, Progress
 from .onnx_export import export_onnx
 
 CALIBRATION_IMAGES = 32  # images whose activation ranges set the int8 scales
-QUANTIZED_OPS = ("Conv",)
-FLOAT_LAYERS = ("model.decoder.iam.",)  # convolutions kept in float, by their weights' names
+QUANTIZED_OPS = ("Conv", "Relu", "Add", "Concat", "Resize")
 METADATA_QUANTIZATION = "sparseinst.quantization"
 
 
@@ -103,9 +105,9 @@ def quantize_model(weights: Path, out: Path, calibration: Path, *, max_images: i
         report = QuantizationReport(Path(weights), out)
         float_model = onnx.load(str(source))
         image_input = float_model.graph.input[0].name
-        heads = [node.name for node in float_model.graph.node
-                 if node.op_type in QUANTIZED_OPS and (any(i.startswith(FLOAT_LAYERS) for i in node.input)
-                                                       or _grouped(node) or node.input[0] == image_input)]
+        weights_shapes = {w.name: tuple(w.dims) for w in float_model.graph.initializer}
+        float_convs = [node.name for node in float_model.graph.node if node.op_type == "Conv"
+                       and (node.input[0] == image_input or _depthwise(node, weights_shapes))]
         batches = _calibration_batches(predictor, paths[:max_images], report, progress)
         if not batches:
             raise ExportError(f"{calibration}: none of the calibration images could be read")
@@ -115,16 +117,17 @@ def quantize_model(weights: Path, out: Path, calibration: Path, *, max_images: i
             with _quiet_root_logger():  # onnxruntime advises pre-processing through the root logger
                 quantize_static(str(source), str(staged), reader, quant_format=QuantFormat.QDQ,
                                 activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
-                                op_types_to_quantize=list(QUANTIZED_OPS), nodes_to_exclude=heads)
+                                op_types_to_quantize=list(QUANTIZED_OPS), nodes_to_exclude=float_convs)
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises many types; the user needs the reason
             raise ExportError(f"int8 quantization failed: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
         quantized = onnx.load(str(staged))
-        convs = [n for n in quantized.graph.node if n.op_type in QUANTIZED_OPS]
-        report.float_nodes = len(heads)
-        report.quantized_nodes = len(convs) - len(heads)
+        convs = [n for n in quantized.graph.node if n.op_type == "Conv"]
+        report.float_nodes = len(float_convs)
+        report.quantized_nodes = len(convs) - len(float_convs)
         record = {"calibration_images": len(report.calibration), "weights": "int8 per channel",
                   "activations": "uint8",
-                  "float_layers": ["the first convolution", "depthwise convolutions", *FLOAT_LAYERS]}
+                  "quantized_ops": list(QUANTIZED_OPS),
+                  "float_layers": ["the first convolution", "depthwise convolutions"]}
         _set_metadata(quantized, {**{p.key: p.value for p in float_model.metadata_props},
                                   METADATA_QUANTIZATION: json.dumps(record)})
         atomic_write(out, lambda tmp: onnx.save(quantized, str(tmp)))
@@ -132,9 +135,11 @@ def quantize_model(weights: Path, out: Path, calibration: Path, *, max_images: i
     return report
 
 
-def _grouped(node: onnx.NodeProto) -> bool:
-    """A grouped (depthwise) convolution: too few weights per output for int8 ranges to hold."""
-    return any(a.name == "group" and a.i > 1 for a in node.attribute)
+def _depthwise(node: onnx.NodeProto, weights_shapes: dict[str, tuple[int, ...]]) -> bool:
+    """A depthwise convolution (one input channel per output): too few weights per output for
+    int8 ranges to hold. Grouped convolutions with wider groups (the G-IAM's) are quantized."""
+    shape = weights_shapes.get(node.input[1])
+    return shape is not None and len(shape) == 4 and shape[1] == 1
 
 
 @contextmanager

@@ -71,8 +71,8 @@ def int8(
     """Quantize a model to int8 (ONNX Runtime, static QDQ), calibrated on a folder of images.
 
     Convolutions get int8 weights (per channel) and uint8 activations with ranges from the
-    calibration images; the IAM and the linear heads stay in float. Run the result with
-    --backend onnxruntime.
+    calibration images; the first and the depthwise convolutions, the activation maps'
+    normalization and the linear heads stay in float. Run the result with --backend onnxruntime.
 
     Examples:
       sparseinst export int8 --weights runs/demo/model.safetensors --calibration data/demo/val
