@@ -133,12 +133,12 @@ class Stem(nn.Module):
             self.out_channels = width
 
     def forward(self, x: Tensor) -> Tensor:
-        convs = [c for c in (self.conv1, getattr(self, "conv2", None), getattr(self, "conv3", None)) if c is not None]
-        for conv in convs[:-1]:
+        *first, last = self.children()  # conv1 (, conv2, conv3)
+        for conv in first:
             x = F.relu(conv(x), inplace=True)
         # Pooling before the last ReLU gives the same values (max commutes with ReLU) on a quarter of the
         # elements, and keeps ONNX Runtime's int8 graphs from pooling in slow uint8 NCHW (pool -> Q).
-        x = F.max_pool2d(convs[-1](x), kernel_size=3, stride=2, padding=1)
+        x = F.max_pool2d(last(x), kernel_size=3, stride=2, padding=1)
         return F.relu(x, inplace=True)
 
 

@@ -7,8 +7,10 @@ from functools import partial
 
 import pytest
 import torch
+from torch import nn
 
 from components import SparseInst, build, registry
+from components.backbones import Stem
 
 # Narrow parameters per component name; components without an entry use their defaults.
 SMALL = {
@@ -76,6 +78,18 @@ def test_resnet50_channels_and_parameter_count() -> None:
     assert [vd.stem.conv1.out_channels, vd.stem.conv2.out_channels, vd.stem.conv3.out_channels] == [32, 32, 64]
     assert isinstance(vd.res3[0].shortcut.pool, torch.nn.AvgPool2d)
     assert build("backbone", "resnet18").out_channels == (128, 256, 512)
+
+@pytest.mark.parametrize("deep", [False, True])
+def test_stem_pools_before_its_last_relu_with_the_same_values(deep: bool) -> None:
+    stem = Stem(8, deep).eval()
+    nn.init.normal_(stem.conv1.norm.bias)  # negative pre-activations, so that the ReLU matters
+    x = torch.randn(2, 3, 37, 50)
+    with torch.no_grad():
+        y = x
+        for conv in stem.children():
+            y = torch.relu(conv(y))
+        assert torch.equal(stem(x), torch.nn.functional.max_pool2d(y, 3, 2, 1))
+
 
 
 @pytest.mark.parametrize("name", registry("encoder").names())

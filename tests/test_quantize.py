@@ -1,6 +1,7 @@
 """int8 quantization: calibrated on the given folder only, the first convolution kept in float
-(the G-IAM's grouped one quantized), the recipe and categories carried over, errors named; on the trained demo model int8
-and bf16 give fp32's instances within stated tolerances."""
+(the G-IAM's grouped one quantized), no pooling left in uint8, the recipe and categories carried
+over, errors named; on the trained demo model int8 and bf16 give fp32's instances within stated
+tolerances."""
 
 from __future__ import annotations
 
