@@ -11,7 +11,7 @@ one) and ``Predictor.predict`` (resize, network, post-processing, masks at the i
 Untrained models make an unequal amount of mask work (YOLO's prior keeps no box, ours keep all 100
 candidates), so two equal workloads are timed:
 
-- ``no masks``: YOLO at its default thresholds (no detection survives), ours with ``min_score``
+- ``no masks``: YOLO at its default thresholds (no detection survives), ours with ``conf``
   above any score (no mask is made): network, decoding and NMS or ranking only;
 - ``100 candidates``: YOLO at ``conf=0, max_det=100`` (NMS over every box, then masks for the
   survivors), ours keeping all 100 with their masks.
@@ -39,9 +39,9 @@ from sparseinst_cli.data.demo_data import render_image
 
 PEER_INPUT = (640, 864)  # Ultralytics' letterbox of a 640x853 image: stride-32 padding of the width
 TARGET_RATIO = 0.4
-WORKLOADS = {  # name: (the peer's predict options, our min_score)
-    "no masks": ({}, 2.0),
-    "100 candidates": ({"conf": 0.0, "max_det": 100}, None),
+WORKLOADS = {  # name: (the peer's predict options, our conf)
+    "no masks": ({}, 1.0),
+    "100 candidates": ({"conf": 0.0, "max_det": 100}, 0.0),
 }
 
 
@@ -92,25 +92,23 @@ def main() -> None:
               "freed_memory_kept": kept, "image": [640, 853],
               "peer": {"model": args.peer, "network_input": list(PEER_INPUT)},
               "recipe": args.recipe, "overrides": args.overrides, "target_ratio": TARGET_RATIO, "workloads": {}}
-    for workload, (peer_options, min_score) in WORKLOADS.items():
+    for workload, (peer_options, conf) in WORKLOADS.items():
         def run_peer(options=peer_options) -> int:
             return len(peer.predict(image[:, :, ::-1].copy(), imgsz=PEER_INPUT, device="cpu", verbose=False,
                                     **options)[0].boxes)
 
-        for predictor in ours.values():
-            predictor.min_score = min_score
-        counts = {"peer": run_peer(), **{name: len(p.predict([image])[0]) for name, p in ours.items()}}
+        counts = {"peer": run_peer(), **{name: len(p.predict([image], conf=conf)[0]) for name, p in ours.items()}}
         for _ in range(2):  # warm-up, the mask kernel's compilation included
             run_peer()
             for predictor in ours.values():
-                predictor.predict([image])
+                predictor.predict([image], conf=conf)
         if torch.get_num_threads() != args.threads:
             raise SystemExit(f"torch runs {torch.get_num_threads()} threads, not {args.threads}")
         samples: dict[str, list[float]] = {name: [] for name in counts}
         for round_index in range(args.rounds):
             samples["peer"].append(_median_ms(run_peer, args.runs))
             for name, predictor in ours.items():
-                samples[name].append(_median_ms(lambda p=predictor: p.predict([image]), args.runs))
+                samples[name].append(_median_ms(lambda p=predictor: p.predict([image], conf=conf), args.runs))
             print(f"{workload}, round {round_index + 1}: "
                   + ", ".join(f"{k} {v[-1]:.0f} ms" for k, v in samples.items()), flush=True)
         peer_ms = statistics.median(samples["peer"])

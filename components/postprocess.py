@@ -1,11 +1,13 @@
 """Inference post-processing (SPEC 1.5): scores, maskness rescoring and masks at image size.
 
-Batched and on the device; no NMS, no sorting, no loop over instances. On CPU the masks come
-from ``mask_resize``'s kernel (identical masks at memory speed) unless ``fast_masks=False``.
+Batched and on the device; no NMS. Each image's instances come sorted by score, best first,
+without the candidates whose mask is empty. On CPU the masks come from ``mask_resize``'s kernel
+(identical masks at memory speed) unless ``fast_masks=False``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -13,11 +15,10 @@ import torch
 from torch import Tensor
 
 from .decoder import SparseInstOutput
+from .inference_defaults import CANDIDATE_THRESHOLD, MASK_THRESHOLD, MAX_DETECTIONS
 from .mask_resize import reference_resize_and_threshold, resize_and_threshold
 
-SCORE_THRESHOLD = 0.005
-MASK_THRESHOLD = 0.45
-MAX_DETECTIONS = 100
+__all__ = ["CANDIDATE_THRESHOLD", "MASK_THRESHOLD", "MAX_DETECTIONS", "Instances", "postprocess"]
 MASKNESS_EPS = 1e-6
 
 
@@ -35,10 +36,13 @@ class Instances:
         return int(self.scores.numel())
 
     def select(self, keep: Tensor) -> Instances:
-        return Instances(self.masks[keep], self.scores[keep], self.labels[keep], self.boxes[keep], self.image_size)
+        """The instances ``keep`` picks (a boolean mask or indices), of the same type."""
+        return dataclasses.replace(self, masks=self.masks[keep], scores=self.scores[keep], labels=self.labels[keep],
+                                   boxes=self.boxes[keep])
 
     def to(self, device: torch.device | str) -> Instances:
-        return Instances(*(t.to(device) for t in (self.masks, self.scores, self.labels, self.boxes)), self.image_size)
+        return dataclasses.replace(self, masks=self.masks.to(device), scores=self.scores.to(device),
+                                   labels=self.labels.to(device), boxes=self.boxes.to(device))
 
 
 def instance_scores(logits: Tensor, objectness: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -78,44 +82,46 @@ def postprocess(
     image_sizes: list[tuple[int, int]],
     original_sizes: list[tuple[int, int]],
     *,
-    score_threshold: float = SCORE_THRESHOLD,
+    conf: float = 0.0,
+    candidate_threshold: float = CANDIDATE_THRESHOLD,
     mask_threshold: float = MASK_THRESHOLD,
     max_detections: int = MAX_DETECTIONS,
     objectness_rescoring: bool = True,
-    min_score: float | None = None,
     fast_masks: bool = True,
+    keep_empty: bool = False,
     on_stage: Callable[[str], None] | None = None,
 ) -> list[Instances]:
-    """Turn raw outputs for a padded batch into per-image ``Instances``.
+    """Turn raw outputs for a padded batch into per-image ``Instances``, sorted by score (best
+    first), without empty masks.
 
     Args:
         output: raw predictions for a batch padded to ``input_size`` (H, W).
         image_sizes: (h, w) of each resized image inside the padded batch.
         original_sizes: (height, width) of each image before resizing.
+        conf: keep the instances whose final score reaches it; their masks alone are made, so a
+            caller that wants the confident ones skips the rest's upsampling. 0 keeps every
+            candidate, as COCO AP needs.
+        candidate_threshold: the SPEC's cut on the score before the maskness rescoring.
         objectness_rescoring: multiply in the objectness (SPEC 1.5); off for the Table 7 ablation.
-        min_score: make masks only for instances whose final score reaches it (a caller that
-            shows or tracks the confident ones skips the rest's upsampling); the instances kept
-            are those of the full result scoring at least ``min_score``, with the same masks.
         fast_masks: on CPU, resize and threshold with ``mask_resize``'s kernel (the same masks
             and boxes, bit for bit); False: always the ``F.interpolate`` reference.
+        keep_empty: keep the candidates whose mask is empty (a caller that lines the instances
+            up with the candidates it passed in).
         on_stage: called with "scores" when scores and labels are final, and with "masks" when
             the masks and boxes are (a timer's marks).
     """
     objectness = output.objectness.float() if objectness_rescoring else None
     base_scores, labels = instance_scores(output.logits.float(), objectness)
-    keep_all = base_scores > score_threshold  # thresholding comes before the maskness rescoring
+    keep_all = base_scores > candidate_threshold  # thresholding comes before the maskness rescoring
     mask_probs = output.masks.float().sigmoid()
     scores = base_scores * maskness(mask_probs, mask_threshold)
-    if min_score is not None:
-        keep_all = keep_all & (scores >= min_score)
+    if conf > 0:
+        keep_all = keep_all & (scores >= conf)
     selected = []
     for index in range(len(image_sizes)):
-        keep = keep_all[index]
-        image_scores, image_labels, probs = scores[index][keep], labels[index][keep], mask_probs[index][keep]
-        if image_scores.numel() > max_detections:
-            top = image_scores.topk(max_detections).indices
-            image_scores, image_labels, probs = image_scores[top], image_labels[top], probs[top]
-        selected.append((image_scores, image_labels, probs))
+        kept = keep_all[index].nonzero().flatten()
+        chosen = kept[scores[index][kept].sort(descending=True, stable=True).indices[:max_detections]]
+        selected.append((scores[index][chosen], labels[index][chosen], mask_probs[index][chosen]))
     if on_stage is not None:
         on_stage("scores")
     results = []
@@ -123,7 +129,9 @@ def postprocess(
         sizes = (tuple(input_size), tuple(image_size), tuple(original), mask_threshold)
         made = resize_and_threshold(probs, *sizes) if fast_masks else None
         masks, boxes = made if made is not None else with_boxes(reference_resize_and_threshold(probs, *sizes))
-        results.append(Instances(masks, image_scores, image_labels, boxes, tuple(original)))
+        instances = Instances(masks, image_scores, image_labels, boxes, tuple(original))
+        empty = boxes[:, 2] <= boxes[:, 0]  # an empty mask has the box (0, 0, 0, 0)
+        results.append(instances.select(~empty) if not keep_empty and bool(empty.any()) else instances)
     if on_stage is not None:
         on_stage("masks")
     return results

@@ -5,13 +5,16 @@ keyword arguments are typed. Its recipe parameters are read from that signature,
 signature is the single source of defaults and the recipe schema validates every component,
 third-party ones included, before anything is built.
 
-Third-party components come from the entry-point group ``sparseinst.components``; an entry
-named ``FAMILY.NAME`` points at the callable, e.g. ``backbone.tiny_net = my_pkg.nets:TinyNet``.
+The built-in components register when their modules are imported, which the first lookup does
+(``BUILTIN_MODULES``). Third-party components come from the entry-point group
+``sparseinst.components``; an entry named ``FAMILY.NAME`` points at the callable, e.g.
+``backbone.tiny_net = my_pkg.nets:TinyNet``.
 """
 
 from __future__ import annotations
 
 import difflib
+import importlib
 import inspect
 import warnings
 from collections.abc import Callable, Iterator
@@ -26,6 +29,8 @@ from .errors import ComponentError
 
 FAMILIES = ("backbone", "encoder", "iam", "decoder", "matcher", "loss")
 ENTRY_POINT_GROUP = "sparseinst.components"
+BUILTIN_MODULES = tuple(f"{__package__}.{name}" for name in
+                        ("backbones", "efficientnet", "encoders", "iam", "decoder", "matcher", "losses"))
 
 # Arguments that the model builder passes (they follow from other components), not the recipe.
 WIRED_ARGUMENTS: dict[str, frozenset[str]] = {
@@ -114,10 +119,12 @@ class Registry:
         self._factories[name] = factory
 
     def names(self) -> list[str]:
+        load_builtins()
         load_plugins()
         return sorted(self._factories)
 
     def get(self, name: str) -> Callable[..., Any]:
+        load_builtins()
         load_plugins()
         if name not in self._factories:
             raise UnknownComponentError(self.family, name, self.names())
@@ -169,6 +176,18 @@ def iter_components() -> Iterator[tuple[str, str, list[ParamInfo]]]:
     for family in FAMILIES:
         for name in REGISTRIES[family].names():
             yield family, name, REGISTRIES[family].params(name)
+
+
+_builtins_loaded = False
+
+
+def load_builtins() -> None:
+    """Import the built-in component modules once (each registers its components)."""
+    global _builtins_loaded
+    if not _builtins_loaded:
+        _builtins_loaded = True  # first: the modules' own lookups must not import them again
+        for module in BUILTIN_MODULES:
+            importlib.import_module(module)
 
 
 _plugins_loaded = False

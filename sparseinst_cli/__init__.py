@@ -4,8 +4,9 @@ The Python API, layer by layer (each layer imports only the ones above it in thi
 
     recipe, checkpoint, builder   the recipe schema, native checkpoints, the model builder
     data                          COCO reading, masks and RLE, images, augmentation, demo data
+    weights                       checkpoint conversion, the model zoo (download, convert, cache)
     inference                     Predictor, the fast path, onnxruntime, batch loops, drawing
-    deploy                        ONNX export, checkpoint conversion, opening a model on a backend
+    deploy                        ONNX export, int8, opening a model on a backend
     analysis                      COCO mask AP, TIDE, timing, IAM visualization
     engine                        training: Trainer, solver, EMA, distributed, run files
     cli                           the ``sparseinst`` command line (the only user of typer and rich)
@@ -32,10 +33,11 @@ _EXPORTS = {
     **dict.fromkeys(["load_model", "read_checkpoint", "save_checkpoint"], "sparseinst_cli.checkpoint"),
     **dict.fromkeys(["CocoInstances"], "sparseinst_cli.data.datasets"),
     **dict.fromkeys(["generate_demo_dataset"], "sparseinst_cli.data.demo_data"),
-    **dict.fromkeys(["Precision", "Predictor"], "sparseinst_cli.inference.predictor"),
+    **dict.fromkeys(["Backend", "CocoBackend", "Precision"], "sparseinst_cli.defaults"),
+    **dict.fromkeys(["Predictor"], "sparseinst_cli.inference.predictor"),
     **dict.fromkeys(["predict_dataset", "predict_files"], "sparseinst_cli.inference.batches"),
-    **dict.fromkeys(["Backend", "ModelSource"], "sparseinst_cli.deploy.backends"),
-    **dict.fromkeys(["convert_checkpoint"], "sparseinst_cli.deploy.conversion"),
+    **dict.fromkeys(["ModelSource"], "sparseinst_cli.deploy.backends"),
+    **dict.fromkeys(["convert_checkpoint"], "sparseinst_cli.weights.conversion"),
     **dict.fromkeys(["export_onnx"], "sparseinst_cli.deploy.onnx_export"),
     **dict.fromkeys(["Evaluation", "evaluate_dataset", "evaluate_model", "evaluate_results", "mask_ap"],
                     "sparseinst_cli.analysis.coco_eval"),

@@ -19,7 +19,7 @@ from components.pretrained import load_strict
 from .builder import build_model
 from .errors import WeightsError
 from .files import atomic_write
-from .recipe import Recipe, recipe_from_data
+from .recipe import Recipe, stored_recipe
 
 FORMAT = "sparseinst"
 FORMAT_VERSION = "1"
@@ -79,7 +79,7 @@ def read_checkpoint(path: str | Path, overrides: Sequence[str] = ()) -> Checkpoi
         ) from None
     if metadata.get("format") != FORMAT or "recipe" not in metadata:
         raise WeightsError(f"{path}: safetensors file without a sparseinst recipe; convert it with 'sparseinst convert'")
-    recipe = recipe_from_data(_metadata_json(path, metadata, "recipe", dict), f"{path} (stored recipe)", overrides)
+    recipe = stored_recipe(_metadata_json(path, metadata, "recipe", dict), f"{path} (stored recipe)", overrides)
     categories = _metadata_json(path, metadata, "categories", list)
     if not all(isinstance(c, dict) and type(c.get("id")) is int and isinstance(c.get("name"), str) for c in categories):
         raise WeightsError(f"{path}: its categories need an integer 'id' and a string 'name' each")

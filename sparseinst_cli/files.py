@@ -3,10 +3,11 @@ with one clear error for each way it can be bad."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +70,7 @@ def output_folder(path: Path, setting: str = "out") -> Path:
     return path
 
 
-def output_file(path: Path, suffixes: Sequence[str], setting: str = "out", *, inputs: Sequence[Path] = ()) -> Path:
+def output_file(path: Path, suffixes: Sequence[str], setting: str = "out", *, inputs: Iterable[Path] = ()) -> Path:
     """``path`` as a file to write: one of ``suffixes``, not a folder, not one of the ``inputs``
     (nothing the user gave is overwritten), in a folder that can be written to."""
     path = Path(path)
@@ -77,10 +78,42 @@ def output_file(path: Path, suffixes: Sequence[str], setting: str = "out", *, in
         raise SparseInstError(f"{path}: expected a {' or '.join(suffixes)} file", setting=setting)
     if path.is_dir():
         raise SparseInstError(f"{path}: is a folder; give a file name", setting=setting)
-    if path.exists() and any(Path(i).exists() and path.samefile(i) for i in inputs):
-        raise SparseInstError(f"{path}: is an input of this command; write the output elsewhere", setting=setting)
+    refuse_overwriting([path], inputs, setting)
     output_folder(path.parent, setting)
     return path
+
+
+def refuse_overwriting(outputs: Iterable[Path], inputs: Iterable[Path], setting: str = "out") -> None:
+    """Refuse, naming it, an output that would replace one of the ``inputs`` (the same file, by
+    any path or link to it): called before anything is written, so that nothing the user gave
+    is ever lost, whatever ``--overwrite`` or ``--exist-ok`` say."""
+    existing = [Path(i) for i in inputs if Path(i).exists()]
+    for output in outputs:
+        output = Path(output)
+        if output.exists() and any(output.samefile(i) for i in existing):
+            raise SparseInstError(f"{output}: is an input of this command and would be overwritten; write the "
+                                  f"output elsewhere", setting=setting)
+
+
+def new_run_folder(base: Path, exist_ok: bool = False) -> Path:
+    """A folder for one run's outputs, created: ``base`` when it does not exist yet (or with
+    ``exist_ok``), else the first of ``base2``, ``base3``, ... that does not, so that a second run
+    never replaces the first one's files. Claimed with ``mkdir``, so two runs starting at once
+    get different folders."""
+    base = Path(base)
+    if exist_ok:
+        return output_folder(base)
+    output_folder(base.parent)
+    for number in itertools.count(1):
+        candidate = base if number == 1 else base.with_name(f"{base.name}{number}")
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise SparseInstError(f"{candidate}: cannot create the folder ({exc.strerror})", setting="out") from None
+        return candidate
+    raise AssertionError("unreachable")
 
 
 def remove_stale_temporaries(folder: Path) -> list[Path]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -28,9 +29,10 @@ from pydantic import (
     model_validator,
 )
 
-from components.postprocess import MASK_THRESHOLD, MAX_DETECTIONS, SCORE_THRESHOLD
+from components.inference_defaults import MASK_THRESHOLD, MAX_DETECTIONS
 from components.registry import FAMILIES, StrictModel, registry, unknown_name_message
 
+from .defaults import CONF
 from .errors import RecipeError
 from .resources import builtin_recipe, builtin_recipe_names
 
@@ -87,10 +89,26 @@ class InputSection(StrictModel):
 
 
 class InferenceSection(StrictModel):
-    score_threshold: Annotated[float, Field(ge=0, lt=1)] = SCORE_THRESHOLD
+    """``conf``: instances scoring below it are left out of predictions (``eval`` scores every
+    candidate regardless). ``score_threshold`` is its former name, read with a warning."""
+
+    conf: Annotated[float, Field(ge=0, le=1)] = CONF
     mask_threshold: Annotated[float, Field(gt=0, lt=1)] = MASK_THRESHOLD
     max_detections: PositiveInt = MAX_DETECTIONS
     objectness_rescoring: bool = True  # off: score = class probability (paper Table 7 ablation)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _former_names(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "score_threshold" in data:
+            data = dict(data)
+            value = data.pop("score_threshold")
+            if "conf" in data:
+                raise ValueError("give conf only (score_threshold is its former name)")
+            warnings.warn("inference.score_threshold is deprecated and will be removed; it is now inference.conf",
+                          FutureWarning, stacklevel=2)
+            data["conf"] = value
+        return data
 
 
 class AugmentationSection(StrictModel):
@@ -362,6 +380,17 @@ def recipe_from_data(data: Mapping[str, Any], source: str, overrides: Sequence[s
     for assignment in overrides:
         apply_override(data, assignment)
     return validate_recipe(data, source)
+
+
+def stored_recipe(data: Mapping[str, Any], source: str, overrides: Sequence[str] = ()) -> RecipeBase:
+    """A recipe this toolkit stored (in a checkpoint, an ONNX file or a run's ``recipe.json``),
+    with ``overrides`` applied. Stored recipes are resolved dumps of the version that wrote them;
+    before ``inference.conf`` existed, ``inference.score_threshold`` held the SPEC's candidate cut
+    (0.005), not a confidence threshold, so it is dropped and today's default applies."""
+    data = copy.deepcopy(dict(data))
+    if isinstance(data.get("inference"), dict):
+        data["inference"].pop("score_threshold", None)
+    return recipe_from_data(data, source, overrides)
 
 
 def format_validation_errors(exc: ValidationError, data: Mapping[str, Any]) -> list[str]:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 import torch
 
-import components  # noqa: F401  (fills the registries)
 from sparseinst_cli.progress import Progress
 
 # Narrow but structurally complete: every stage, branch and IAM is there, just thinner.
@@ -25,6 +26,18 @@ SMALL_MODEL = [
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def authors_checkpoint() -> tuple[dict[str, torch.Tensor], bytes]:
+    """A random R-50 G-IAM state dict and its bytes as the authors save it (~130 MB, made once):
+    what the model zoo downloads for r50_giam_aug."""
+    from .official_reference import official_layout, random_official_state_dict
+
+    state = random_official_state_dict(official_layout("r50", iam="group"), seed=3)
+    buffer = io.BytesIO()
+    torch.save({"model": state, "iteration": 269999, "__author__": "detectron2"}, buffer)
+    return state, buffer.getvalue()
 
 
 def shapes_image(height: int = 120, width: int = 160, seed: int = 0) -> np.ndarray:

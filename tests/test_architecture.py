@@ -14,8 +14,8 @@ PACKAGE = Path(sparseinst_cli.__file__).parent
 ROOT = PACKAGE.name
 # Bottom to top. The package's top-level modules (recipe schema, checkpoints, model builder,
 # errors, files, memory, progress, resources) form the first layer.
-LAYERS = ("core", "data", "inference", "deploy", "analysis", "engine", "cli")
-CORE_MODULES = {"recipe", "checkpoint", "builder", "errors", "files", "memory", "progress", "resources"}
+LAYERS = ("core", "data", "weights", "inference", "deploy", "analysis", "engine", "cli")
+CORE_MODULES = {"recipe", "checkpoint", "builder", "defaults", "errors", "files", "memory", "progress", "resources"}
 ENTRY_MODULES = {ROOT, f"{ROOT}.__main__"}  # the facade and ``python -m``: above every layer
 UI_LIBRARIES = {"typer", "rich", "click"}
 

@@ -247,7 +247,7 @@ CASES: list[tuple[str, Callable[[Env], list[str]], int, str]] = [
     ("time-sizes-tiny", lambda e: ["time", "--recipe", "demo", "--sizes", "8", "--out", str(e.root / "cases" / "t2")],
      2, "--sizes"),
     ("time-out-is-a-file", lambda e: ["time", "--recipe", "demo", "--out", str(e.file("timeout", "x"))], 2, "is a file"),
-    ("time-compile-without-fast", lambda e: ["time", "--recipe", "demo", "--compile", "--out",
+    ("time-compile-without-fast", lambda e: ["time", "--recipe", "demo", "--plain", "--compile", "--out",
                                              str(e.root / "cases" / "t3")], 2, "--fast"),
     ("time-unknown-recipe", lambda e: ["time", "--recipe", "no_such", "--out", str(e.root / "cases" / "t4")], 2,
      "no_such"),

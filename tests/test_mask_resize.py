@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from components import SparseInstOutput, postprocess
+from components import SparseInstOutput
+from components.postprocess import postprocess
 from components.mask_resize import (
     kernel_agrees_with_torch,
     reference_resize_and_threshold,

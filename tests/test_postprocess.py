@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from components import SparseInstOutput, postprocess
+from components import SparseInstOutput
+from components.postprocess import postprocess
 from components.postprocess import maskness, masks_to_boxes
 from sparseinst_cli.data.images import pad_batch, resized_shape
 from sparseinst_cli.inference.predictor import Predictor

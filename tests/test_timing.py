@@ -178,7 +178,7 @@ def test_fp16_survives_mask_logits_beyond_its_range() -> None:
 
 
 def postprocess_one(output, batch):
-    from components import postprocess
+    from components.postprocess import postprocess
 
     return postprocess(output, tuple(batch.images.shape[-2:]), batch.image_sizes, batch.original_sizes)[0]
 

@@ -23,14 +23,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from components import SparseInstOutput, postprocess
-from components.postprocess import instance_scores, maskness
+from components import SparseInstOutput
+from components.postprocess import instance_scores, maskness, postprocess
 
 from ..data.datasets import CocoInstances
 from ..data.images import read_image, write_image
+from ..defaults import IAM_TOP_K
 from ..errors import ImageError, NothingToShow, SparseInstError
 from ..files import output_file, write_json
-from ..inference.drawing import MASK_ALPHA, SHOW_THRESHOLD, instance_color
+from ..inference.drawing import MASK_ALPHA, instance_color
 from ..inference.predictor import Predictor
 from ..progress import SILENT, Progress
 
@@ -43,7 +44,6 @@ HEAT_ALPHA = 0.55  # weight of the heat map over the image
 BACKGROUND = 255
 TEXT_COLOR = (0, 0, 0)
 FONT, FONT_SCALE = cv2.FONT_HERSHEY_SIMPLEX, 0.45
-DEFAULT_TOP_K = 6
 FIGURE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
@@ -89,10 +89,11 @@ def _label(canvas: np.ndarray, text: str, x: int, y: int) -> None:
     cv2.putText(canvas, text, (x + 4, y + LABEL_HEIGHT - 7), FONT, FONT_SCALE, TEXT_COLOR, 1, cv2.LINE_AA)
 
 
-def image_figure(predictor: Predictor, image: np.ndarray, *, top_k: int = DEFAULT_TOP_K,
-                 score_threshold: float = SHOW_THRESHOLD) -> IAMFigure:
+def image_figure(predictor: Predictor, image: np.ndarray, *, top_k: int = IAM_TOP_K,
+                 conf: float | None = None) -> IAMFigure:
     """The grid for one RGB image: a row per kept instance (best first, at most ``top_k`` scoring
-    above ``score_threshold``): its mask, then its G activation maps.
+    at least ``conf``, by default the model's ``inference.conf``): its mask, then its G
+    activation maps.
 
     Grid size: height K * (LABEL_HEIGHT + cell_h), width (1 + G) * CELL_WIDTH + G * GAP, where
     cell_h = round(H * CELL_WIDTH / W) for an image of H x W.
@@ -100,19 +101,20 @@ def image_figure(predictor: Predictor, image: np.ndarray, *, top_k: int = DEFAUL
     batch = predictor.preprocess([image])
     output = predictor.forward(batch, return_maps=True)
     spec = predictor.recipe.inference
+    conf = spec.conf if conf is None else conf
     objectness = output.objectness.float() if spec.objectness_rescoring else None
     scores, _ = instance_scores(output.logits.float(), objectness)
     scores = (scores * maskness(output.masks.float().sigmoid(), spec.mask_threshold))[0]
     ranked = scores.argsort(descending=True)
-    chosen = ranked[scores[ranked] > score_threshold][:top_k]
+    chosen = ranked[scores[ranked] >= conf][:top_k]
     if chosen.numel() == 0:
-        raise NothingToShow(f"no instance scores above {score_threshold} (best: {float(scores.max()):.3f}); "
-                            f"lower the score threshold", setting="score_threshold")
+        raise NothingToShow(f"no instance scores {conf} or more (best: {float(scores.max()):.3f}); "
+                            f"lower the confidence threshold", setting="conf")
     # Post-processing of the chosen candidates alone gives their masks at the image size, in order.
     selected = SparseInstOutput(output.logits[:, chosen], output.objectness[:, chosen], output.masks[:, chosen])
     instances = postprocess(selected, tuple(batch.images.shape[-2:]), batch.image_sizes, batch.original_sizes,
-                            score_threshold=-1.0, mask_threshold=spec.mask_threshold,
-                            objectness_rescoring=spec.objectness_rescoring)[0].to("cpu")
+                            candidate_threshold=-1.0, mask_threshold=spec.mask_threshold,
+                            objectness_rescoring=spec.objectness_rescoring, keep_empty=True)[0].to("cpu")
     height, width = image.shape[:2]
     cell_h = max(1, round(height * CELL_WIDTH / width))
     cell = cv2.resize(image, (CELL_WIDTH, cell_h), interpolation=cv2.INTER_AREA)
@@ -212,13 +214,13 @@ def map_statistics(means: Tensor, channels: Sequence[int]) -> list[dict]:
     return stats
 
 
-def explain_image(predictor: Predictor, image: Path, out: Path, *, top_k: int = DEFAULT_TOP_K,
-                  score_threshold: float = SHOW_THRESHOLD) -> IAMFigure:
+def explain_image(predictor: Predictor, image: Path, out: Path, *, top_k: int = IAM_TOP_K,
+                  conf: float | None = None) -> IAMFigure:
     """``image_figure`` of an image file, written as a PNG to ``out``."""
     if top_k < 1:
         raise SparseInstError(f"top_k must be at least 1, got {top_k}", setting="top_k")
-    output_file(out, FIGURE_SUFFIXES)
-    figure = image_figure(predictor, read_image(image), top_k=top_k, score_threshold=score_threshold)
+    output_file(out, FIGURE_SUFFIXES, inputs=[image])
+    figure = image_figure(predictor, read_image(image), top_k=top_k, conf=conf)
     write_image(out, figure.grid)
     return figure
 

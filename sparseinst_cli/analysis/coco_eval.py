@@ -13,7 +13,6 @@ import contextlib
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from enum import Enum
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
@@ -33,9 +32,10 @@ from ..data.datasets import (
     segmentation_problem,
 )
 from ..deploy.backends import ModelSource
+from ..defaults import DATASET_BATCH_SIZE, CocoBackend
 from ..errors import Notice, ResultsError, SparseInstError
 from ..files import read_json, write_json
-from ..inference.batches import DATASET_BATCH_SIZE, RESULTS_FILE, predict_dataset
+from ..inference.batches import RESULTS_FILE, predict_dataset
 from ..inference.predictor import Predictor
 from ..progress import SILENT, Progress
 
@@ -45,15 +45,6 @@ EVAL_FILE = "eval.json"
 IOU_50, IOU_75 = 0, 5  # indices of 0.50 and 0.75 in COCOeval's ten IoU thresholds (0.50:0.05:0.95)
 AREA_ALL, AREA_SMALL, AREA_MEDIUM, AREA_LARGE = 0, 1, 2, 3
 RESULT_KEYS = ("image_id", "category_id", "segmentation", "score")
-
-
-class CocoBackend(str, Enum):
-    """What computes COCO AP: pycocotools (the reference), faster-coco-eval, or ``auto`` (the
-    faster one when installed)."""
-
-    auto = "auto"
-    pycocotools = "pycocotools"
-    faster = "faster-coco-eval"
 
 
 def resolve_coco_backend(backend: str | CocoBackend) -> CocoBackend:
@@ -254,7 +245,7 @@ def evaluate_dataset(model: ModelSource, annotations: Path, images: Path, batch_
     dataset = CocoInstances(annotations, images)
     for problem in dataset.summary.problems():
         progress.note(problem)
-    return evaluate_model(model.open(dataset.categories), dataset, batch_size, progress, coco_backend)
+    return evaluate_model(model.open(dataset.categories, progress), dataset, batch_size, progress, coco_backend)
 
 
 def evaluate_results(annotations: str | Path, results: str | Path | list[dict],

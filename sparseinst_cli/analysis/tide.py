@@ -62,17 +62,16 @@ from components.postprocess import (
 
 from ..data.coco import segmentation_rle
 from ..data.datasets import CocoInstances
+from ..defaults import DATASET_BATCH_SIZE, TIDE_BACKGROUND_THRESHOLD, TIDE_POS_THRESHOLD
 from ..deploy.backends import ModelSource
 from ..errors import SparseInstError
-from ..inference.batches import DATASET_BATCH_SIZE, predict_dataset
+from ..inference.batches import predict_dataset
 from ..progress import SILENT, Progress
 from .coco_eval import (  # they check ids, mask sizes and RLE form
     load_ground_truth,
     load_results,
 )
 
-POS_THRESHOLD = 0.5
-BACKGROUND_THRESHOLD = 0.1
 RECALL_POINTS = 101
 RECALL_THRESHOLDS = np.linspace(0.0, 1.0, RECALL_POINTS)  # COCOeval's recThrs: 0.00, 0.01, ..., 1.00
 PERCENT = 100.0
@@ -94,8 +93,8 @@ class TideReport:
     true_positives: int = 0
     ground_truth: int = 0  # non-crowd GT instances
     predictions: int = 0  # predictions analysed (after the per-image cap)
-    pos_threshold: float = POS_THRESHOLD
-    background_threshold: float = BACKGROUND_THRESHOLD
+    pos_threshold: float = TIDE_POS_THRESHOLD
+    background_threshold: float = TIDE_BACKGROUND_THRESHOLD
 
     def to_json(self) -> dict[str, Any]:
         return {"ap50": self.ap, "main": dict(self.main), "special": dict(self.special),
@@ -259,8 +258,8 @@ def _fixed_ap(found: _Collector, classes: list[int], kind: str) -> float:
     return _mean_ap(true, false, counts, classes)
 
 
-def tide_analysis(ground_truth: dict, results: list[dict], *, pos_threshold: float = POS_THRESHOLD,
-                  background_threshold: float = BACKGROUND_THRESHOLD,
+def tide_analysis(ground_truth: dict, results: list[dict], *, pos_threshold: float = TIDE_POS_THRESHOLD,
+                  background_threshold: float = TIDE_BACKGROUND_THRESHOLD,
                   max_detections: int = MAX_DETECTIONS) -> TideReport:
     """TIDE report of COCO ``results`` (RLE masks) against a COCO instances dict ``ground_truth``."""
     if not 0.0 < background_threshold <= pos_threshold <= 1.0:
@@ -336,7 +335,7 @@ def run_names(paths: Sequence[str | Path]) -> list[str]:
 
 def analyse_runs(annotations: Path, *, results: Sequence[Path] = (), models: Sequence[ModelSource] = (),
                  images: Path | None = None, names: Sequence[str] | None = None,
-                 pos_threshold: float = POS_THRESHOLD, background_threshold: float = BACKGROUND_THRESHOLD,
+                 pos_threshold: float = TIDE_POS_THRESHOLD, background_threshold: float = TIDE_BACKGROUND_THRESHOLD,
                  batch_size: int = DATASET_BATCH_SIZE, progress: Progress = SILENT) -> dict[str, TideReport]:
     """TIDE reports, by run name, of results files or of models run on the dataset's ``images``
     (one kind or the other). ``names`` default to ``run_names`` of the files."""
@@ -359,7 +358,7 @@ def analyse_runs(annotations: Path, *, results: Sequence[Path] = (), models: Seq
     dataset = CocoInstances(annotations, images)
     reports = {}
     for label, model in zip(labels, models):
-        predictions, _, _ = predict_dataset(model.open(dataset.categories), dataset, batch_size, progress,
+        predictions, _, _ = predict_dataset(model.open(dataset.categories, progress), dataset, batch_size, progress,
                                             task=f"tide {label}")
         reports[label] = tide_analysis(ground_truth.dataset, predictions, **options)
     return reports

@@ -23,8 +23,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ..data.demo_data import render_image
 from ..data.images import pad_batch, read_image, typical_size
-from ..deploy.backends import Backend, ModelSource
-from ..errors import SparseInstError
+from ..defaults import Backend
+from ..deploy.backends import ModelSource
+from ..errors import Notice, SparseInstError
 from ..files import write_json
 from ..inference.predictor import Batch, Predictor, cpu_name
 from ..memory import freed_memory_kept
@@ -36,6 +37,7 @@ POSTPROCESS_PARTS = ("scores", "masks")  # post-processing split: scoring, then 
 UNATTRIBUTED = "other"  # end-to-end time outside the timed stages (glue between modules, hooks)
 TIMING_IMAGE_SIZE = (480, 640)  # the default timing image (a demo-data scene), resized to each size
 MIN_SIZE = 32
+MAX_SPREAD = 2.0  # slowest run over fastest beyond which a timing is flagged
 
 
 @dataclass
@@ -69,8 +71,13 @@ class Timing:
     gflops: float = 0.0  # per image, network forward only
     detections: float = 0.0  # mean instances kept per image (post-processing work depends on it)
 
+    @property
+    def spread(self) -> float:
+        """The slowest end-to-end run over the fastest."""
+        return self.end_to_end.max_ms / self.end_to_end.min_ms if self.end_to_end.min_ms > 0 else 1.0
+
     def to_json(self) -> dict:
-        return asdict(self)
+        return asdict(self) | {"spread": round(self.spread, 2)}
 
 
 class Clock:
@@ -130,7 +137,8 @@ def time_predictor(predictor: Predictor, image: np.ndarray, *, name: str, size: 
                    warmup: int = 3, runs: int = 10, per_module: bool = True) -> Timing:
     """Latency of ``predictor.forward`` (its model, precision and memory format) plus
     post-processing on ``batch`` copies of ``image`` resized to ``size`` (h, w), after ``warmup``
-    runs; medians over ``runs``.
+    runs; medians over ``runs``. Post-processing makes every candidate's mask (``conf`` 0), the
+    most it can cost.
 
     With ``per_module`` the hooks time each module; end-to-end times come from the same runs.
     """
@@ -147,7 +155,8 @@ def time_predictor(predictor: Predictor, image: np.ndarray, *, name: str, size: 
         output = predictor.forward(prepared)
         post_start = clock.now()
         parts: dict[str, object] = {}
-        instances = predictor.postprocess(output, prepared, on_stage=lambda part: parts.__setitem__(part, clock.now()))
+        instances = predictor.postprocess(output, prepared, on_stage=lambda part: parts.__setitem__(part, clock.now()),
+                                          conf=0.0)  # every candidate's mask: the most post-processing costs
         end = clock.now()
         clock.sync()
         kept.append(sum(len(i) for i in instances))
@@ -198,6 +207,13 @@ class TimingReport:
     timings: list[Timing]
     freed_memory_kept: bool = False  # glibc's malloc kept freed memory for reuse (sparseinst_cli.memory)
 
+    @property
+    def notices(self) -> list[Notice]:
+        """Warnings about timings not to be trusted: runs that spread more than ``MAX_SPREAD``."""
+        return [Notice(f"{t.name} at {t.input_size[0]}x{t.input_size[1]}: the slowest run took {t.spread:.1f}x the "
+                       f"fastest; the machine was busy or still warming up, so time again with more runs",
+                       setting="runs") for t in self.timings if t.spread > MAX_SPREAD]
+
     def to_json(self) -> dict:
         return {"device": self.device, "threads": self.threads, "torch": self.torch,
                 "freed_memory_kept": self.freed_memory_kept, "timings": [t.to_json() for t in self.timings]}
@@ -206,15 +222,16 @@ class TimingReport:
         return write_json(path, self.to_json())
 
 
-def time_models(models: Sequence[ModelSource], sizes: Sequence[int], *, image: Path | None = None, batch: int = 1,
-                warmup: int = 3, runs: int = 10, per_module: bool = True, threads: int = 0,
+def time_models(models: Sequence[ModelSource], sizes: Sequence[int] | None = None, *, image: Path | None = None,
+                batch: int = 1, warmup: int = 3, runs: int = 10, per_module: bool = True, threads: int = 0,
                 progress: Progress = SILENT) -> TimingReport:
-    """Time each model at each shorter side in ``sizes`` (4:3 images, the longer side capped by the
-    recipe's ``max_size_test`` unless the size passes it) on ``image`` (default: a demo scene).
-    Per-module hooks need the PyTorch network as it is (not compiled, not onnxruntime)."""
-    if not models or not sizes:
+    """Time each model at each shorter side in ``sizes`` (default: its recipe's own test size;
+    4:3 images, the longer side capped by the recipe's ``max_size_test`` unless the size passes
+    it) on ``image`` (default: a demo scene). Per-module hooks need the PyTorch network as it is
+    (not compiled, not onnxruntime)."""
+    if not models or (sizes is not None and not sizes):
         raise SparseInstError("nothing to time: give at least one model and one size", setting="sizes")
-    if any(size < MIN_SIZE for size in sizes):
+    if any(size < MIN_SIZE for size in sizes or ()):
         raise SparseInstError(f"every size must be at least {MIN_SIZE}, got {list(sizes)}", setting="sizes")
     for name, value, least in (("batch", batch, 1), ("runs", runs, 1), ("warmup", warmup, 0)):
         if value < least:
@@ -226,9 +243,9 @@ def time_models(models: Sequence[ModelSource], sizes: Sequence[int], *, image: P
     picture = read_image(image) if image is not None else render_image(0, "val", 1, TIMING_IMAGE_SIZE).image
     timings: list[Timing] = []
     for model in models:
-        predictor = model.open()
+        predictor = model.open(progress=progress)
         hooks = per_module and not model.compile and model.backend == Backend.torch
-        for short in sizes:
+        for short in sizes or [predictor.recipe.input.min_size_test]:
             size = typical_size(short, max(predictor.recipe.input.max_size_test, short))
             progress.note(f"timing {model.name} at {size[0]}x{size[1]} ...")
             timings.append(time_predictor(predictor, picture, name=model.name, size=size, batch=batch, warmup=warmup,

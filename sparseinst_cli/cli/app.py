@@ -1,15 +1,19 @@
-"""The ``sparseinst`` command line."""
+"""The ``sparseinst`` command line.
+
+Every command module imports only light modules at its top and loads the library modules that
+do its work (torch, OpenCV, onnx) inside its function: ``--help``, ``--version`` and usage
+errors answer before any of them loads.
+"""
 
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable
 from importlib.metadata import version
 from typing import Annotated
 
 import typer
-
-import components  # noqa: F401  (fills the component registries)
 
 from ..memory import keep_freed_memory
 from .commands.components import components as components_command
@@ -22,17 +26,19 @@ from .commands.data import split as data_split
 from .commands.demo_data import demo_data
 from .commands.eval import eval_command
 from .commands.export import int8, onnx
+from .commands.models import models
 from .commands.predict import predict
 from .commands.recipes import recipes
 from .commands.tide import tide
 from .commands.time import time_command
 from .commands.train import train
 from .commands.viz_iam import viz_iam
-from .console import user_errors
+from .console import show_warning, user_errors
 
 app = typer.Typer(
     name="sparseinst",
-    help="SparseInst real-time instance segmentation: train, evaluate, analyse errors (TIDE), visualize IAMs, predict, convert weights, inspect recipes and components.",
+    help="SparseInst real-time instance segmentation: predict with the authors' COCO models or your own, train, "
+         "evaluate, analyse errors (TIDE), visualize IAMs, time, export, convert weights.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -50,9 +56,10 @@ def guarded(command: Callable) -> Callable:
     return run
 
 
-for name, command in (("train", train), ("demo-data", demo_data), ("predict", predict), ("eval", eval_command),
-                      ("tide", tide), ("curves", curves), ("time", time_command), ("viz-iam", viz_iam),
-                      ("convert", convert), ("components", components_command), ("recipes", recipes)):
+for name, command in (("predict", predict), ("models", models), ("train", train), ("demo-data", demo_data),
+                      ("eval", eval_command), ("tide", tide), ("curves", curves), ("time", time_command),
+                      ("viz-iam", viz_iam), ("convert", convert), ("components", components_command),
+                      ("recipes", recipes)):
     app.command(name)(guarded(command))
 export_app = typer.Typer(help="Export a checkpoint for deployment.", no_args_is_help=True)
 export_app.command("onnx")(guarded(onnx))
@@ -79,5 +86,6 @@ def _root(
     ] = False,
 ) -> None:
     """SparseInst real-time instance segmentation."""
+    warnings.showwarning = show_warning
     keep_freed_memory()  # every command allocates the same large tensors pass after pass
 

@@ -52,6 +52,29 @@ def warn(notice: Notice | str, context: typer.Context | None = None) -> None:
     err_console.print(f"[yellow]warning:[/] {escape(text)}")
 
 
+def show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    """``warnings.showwarning`` for the command line: a library's warning (a deprecated name, a
+    plugin skipped) as one ``warning:`` line, without the file and line it came from."""
+    warn(str(message))
+
+
+def note(message: str) -> None:
+    """A line about what the command chose for the user (a default model, a new folder)."""
+    err_console.print(f"[cyan]note:[/] {escape(message)}")
+
+
+def renamed(current: object, current_flag: str, **former: object) -> object:
+    """The value of an option that has former names (given as ``--former-name=value``
+    keywords, ``None`` when not used): a former name warns; two values at once are refused."""
+    given = {flag: value for flag, value in former.items() if value is not None}
+    for flag in given:
+        warn(f"--{flag.replace('_', '-')} is deprecated and will be removed; use {current_flag}")
+    values = ([current] if current is not None else []) + list(given.values())
+    if len(values) > 1:
+        raise fail(f"give {current_flag} once (its former names are the same option)")
+    return values[0] if values else None
+
+
 @contextmanager
 def user_errors(context: typer.Context | None = None, code: int = EXIT_USAGE) -> Iterator[None]:
     """Report what stops a command in one line, naming the file or the flag of the ``context``'s

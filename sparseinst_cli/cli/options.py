@@ -1,4 +1,5 @@
-"""Options shared by several commands."""
+"""Options shared by several commands (light imports only: every command's help and usage errors
+come before torch loads)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..deploy.backends import Backend
-from ..inference.predictor import Precision
+from ..defaults import CONF, Backend, Precision
+from ..files import new_run_folder
 
-RUNS = Path("runs")  # where commands write unless told otherwise: RUNS / "eval", RUNS / RECIPE, ...
+RUNS = Path("runs")  # where commands write unless told otherwise: RUNS / "predict", RUNS / RECIPE, ...
 
 Overrides = Annotated[
     Optional[list[str]],  # noqa: UP007 - typer needs Optional here
@@ -21,9 +22,16 @@ RecipeOption = Annotated[
     typer.Option("--recipe", "-r", help="Recipe file or built-in name (see 'sparseinst recipes')."),
 ]
 WeightsOption = Annotated[
-    Optional[Path],  # noqa: UP007
-    typer.Option("--weights", "-w", help="Native checkpoint (.safetensors) written by train or convert."),
+    Optional[str],  # noqa: UP007
+    typer.Option("--weights", "-w", metavar="FILE|NAME",
+                 help="A checkpoint (.safetensors from train or convert, or .onnx), or a model name from "
+                      "'sparseinst models' (downloaded, converted and cached on first use)."),
 ]
+ConfOption = Annotated[Optional[float], typer.Option(  # noqa: UP007
+    "--conf", min=0, max=1, show_default=False,
+    help=f"Keep instances scoring at least this \\[default: the model's inference.conf, {CONF}].")]
+ExistOkOption = Annotated[bool, typer.Option(
+    "--exist-ok", help="Write into the default output folder even if it exists (instead of a new numbered one).")]
 DeviceOption = Annotated[str, typer.Option("--device", "-d", help="cpu, cuda or cuda:N.")]
 FastOption = Annotated[bool, typer.Option(
     "--fast/--plain", help="The fast path (batch norm folded into the convolutions, NHWC, Winograd): the plain "
@@ -37,3 +45,22 @@ DataOption = Annotated[Path, typer.Option("--data", help="COCO instances JSON (t
 ImagesOption = Annotated[Optional[Path], typer.Option(  # noqa: UP007 - typer needs Optional
     "--images", help="Image folder of --data (needed to run a model).")]
 BatchOption = Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass.")]
+
+
+def out_option(command: str, what: str) -> object:
+    """The ``--out`` option of a command that writes a folder of results: by default a new
+    numbered folder under ``runs/`` (``runs/predict``, ``runs/predict2``, ...)."""
+    return typer.Option("--out", "-o", show_default=False,
+                        help=f"Folder for {what} \\[default: a new {RUNS / command}, {RUNS / command}2, ...].")
+
+
+def run_folder(out: Path | None, command: str, exist_ok: bool) -> Path:
+    """``out`` as given (created), or a new numbered folder under ``runs/`` named after ``command``
+    (with ``exist_ok``: ``runs/COMMAND`` itself, existing or not)."""
+    return new_run_folder(out, exist_ok=True) if out is not None else new_run_folder(RUNS / command, exist_ok)
+
+
+def former_option(name: str, replacement: str, **checks: object) -> object:
+    """A hidden option kept under its former ``name`` for one release (``console.renamed`` warns
+    when it is used); ``checks`` are typer's (``min``, ``max``)."""
+    return typer.Option(name, hidden=True, show_default=False, help=f"Former name of {replacement}.", **checks)

@@ -13,11 +13,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
     BarColumn,
+    DownloadColumn,
     MofNCompleteColumn,
     Progress,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
+    TransferSpeedColumn,
 )
 
 from ..progress import Progress as LibraryProgress
@@ -25,6 +27,8 @@ from .console import err_console
 
 PLAIN_PERIOD = 30.0  # seconds between plain progress lines
 LOG_EVERY_VARIABLE = "SPARSEINST_LOG_EVERY"
+BYTES = "B"  # the unit of a download: shown as MB and MB/s
+MEGABYTE = 1e6
 
 
 @dataclass
@@ -82,9 +86,11 @@ class ProgressBar(LibraryProgress):
             now = time.perf_counter()
             self._plain = _PlainTask(task, total, completed, completed, now, now, completed)
             return
+        count = ((DownloadColumn(), TransferSpeedColumn()) if unit == BYTES
+                 else (MofNCompleteColumn(), TextColumn("[cyan]{task.fields[rate]}")))
         self._bar = Progress(
-            TextColumn(f"[bold]{escape(task)}"), BarColumn(bar_width=30), MofNCompleteColumn(),
-            TextColumn("[cyan]{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+            TextColumn(f"[bold]{escape(task)}"), BarColumn(bar_width=30), *count,
+            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
             TextColumn("{task.fields[status]}"), console=self.console, transient=True,
         )
         self._task = self._bar.add_task(task, total=total or None, completed=completed, rate="", status="")
@@ -96,8 +102,9 @@ class ProgressBar(LibraryProgress):
                 self._bar.update(self._task, advance=amount, status=escape(status))
             else:
                 self._bar.update(self._task, completed=completed, status=escape(status))
-            speed = self._bar.tasks[0].speed
-            self._bar.update(self._task, rate=f"{speed:.2f} {self._unit}/s" if speed else "")
+            if self._unit != BYTES:  # a download's columns show its speed themselves
+                speed = self._bar.tasks[0].speed
+                self._bar.update(self._task, rate=f"{speed:.2f} {self._unit}/s" if speed else "")
         elif self._plain is not None:
             plain = self._plain
             plain.done = completed if completed is not None else plain.done + amount
@@ -112,6 +119,10 @@ class ProgressBar(LibraryProgress):
         plain = self._plain
         elapsed = now - plain.began
         rate = (plain.done - plain.start) / elapsed if elapsed > 0 else 0.0
+        if self._unit == BYTES:
+            size = f"{plain.done / MEGABYTE:.1f}" + (f"/{plain.total / MEGABYTE:.1f}" if plain.total else "")
+            left = f" eta {(plain.total - plain.done) / rate:.0f}s" if plain.total and rate > 0 else ""
+            return f"{plain.task}: {size} MB {rate / MEGABYTE:.2f} MB/s elapsed {elapsed:.0f}s{left} {status}".rstrip()
         if not plain.total:  # a camera or stream: no end to count down to
             return f"{plain.task}: {plain.done} {rate:.2f} {self._unit}/s elapsed {elapsed:.0f}s {status}".rstrip()
         left = (plain.total - plain.done) / rate if rate > 0 else 0.0

@@ -1,21 +1,24 @@
-"""The tables commands print."""
+"""The tables commands print. The reports they show come from modules that load torch, so
+those are imported where a table is made, after the work: a command's help stays instant."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.markup import escape
 from rich.table import Table
 
-from ..analysis.activation_maps import IAMFigure
-from ..analysis.coco_eval import SUMMARY_KEYS, Evaluation
-from ..analysis.mask_ceiling import MaskCeiling
-from ..analysis.tide import TideReport, comparison_rows
-from ..analysis.timing import STAGES, UNATTRIBUTED, TimingReport, unattributed_fraction
-from ..data.check import DatasetCheck
-from ..engine.transfer import TransferReport
-from ..inference.batches import PredictReport
-from ..inference.video import VideoReport
+if TYPE_CHECKING:
+    from ..analysis.activation_maps import IAMFigure
+    from ..analysis.coco_eval import Evaluation
+    from ..analysis.mask_ceiling import MaskCeiling
+    from ..analysis.tide import TideReport
+    from ..analysis.timing import TimingReport
+    from ..data.check import DatasetCheck
+    from ..engine.transfer import TransferReport
+    from ..inference.batches import PredictReport
+    from ..inference.video import VideoReport
 
 MAX_NAMES_SHOWN = 6
 
@@ -26,6 +29,8 @@ def _cell(value: float | None) -> str:
 
 def summary_table(metrics: dict, title: str) -> Table:
     """AP, AP50, AP75, APs, APm, APl in one row ("-" where an area range has no objects)."""
+    from ..analysis.coco_eval import SUMMARY_KEYS
+
     table = Table(title=title)
     for key in SUMMARY_KEYS:
         table.add_column(key, justify="right")
@@ -47,18 +52,20 @@ def per_class_table(evaluation: Evaluation) -> Table:
     return table
 
 
-def predictions_table(report: PredictReport, show_threshold: float) -> Table:
-    table = Table(title=f"Predictions (overlays show score ≥ {show_threshold})")
-    for column in ("image", "size", "instances", f"≥ {show_threshold}", "ms"):
+def predictions_table(report: PredictReport) -> Table:
+    table = Table(title=f"Predictions (instances scoring ≥ {report.conf})")
+    for column in ("image", "size", "instances", "ms"):
         table.add_column(column, justify="left" if column == "image" else "right")
     for entry in report.images:
         size = f"{entry.width}×{entry.height}" if entry.height else "-"
-        table.add_row(Path(entry.file_name).name, size, str(entry.instances), str(entry.shown),
+        table.add_row(escape(entry.file_name), size, str(entry.instances),
                       f"{entry.milliseconds:.0f}" if not entry.error else "[red]failed")
     return table
 
 
 def timing_table(report: TimingReport) -> Table:
+    from ..analysis.timing import STAGES, UNATTRIBUTED, unattributed_fraction
+
     timings = report.timings
     per_module = any(UNATTRIBUTED in t.modules for t in timings)
     stages = (*STAGES, "masks", UNATTRIBUTED) if per_module else ()
@@ -86,6 +93,8 @@ def timing_table(report: TimingReport) -> Table:
 
 
 def tide_table(reports: dict[str, TideReport]) -> Table:
+    from ..analysis.tide import comparison_rows
+
     header, *rows = comparison_rows(reports)
     first = next(iter(reports.values()))
     table = Table(title="TIDE mask errors", caption=f"dAP: AP50 gained by fixing only that error "
@@ -163,6 +172,8 @@ def dataset_tables(check: DatasetCheck) -> list[Table]:
 
 def ceiling_table(report: MaskCeiling) -> Table:
     """One row per inference size: the AP ceiling and the share of objects a mask can reach."""
+    from ..analysis.coco_eval import SUMMARY_KEYS
+
     counts = report.instances
     table = Table(title=f"{report.annotations}: mask AP ceiling ({counts['all']} objects: {counts['small']} small, "
                         f"{counts['medium']} medium, {counts['large']} large)", title_justify="left")

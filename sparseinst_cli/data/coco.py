@@ -74,8 +74,9 @@ def segmentation_rle(segmentation: list | dict, height: int, width: int) -> dict
 
 
 def coco_results(instances, image_id: int, categories: list[dict]) -> list[dict]:
-    """One COCO result record per instance of an ``Instances``: RLE mask, dataset category id,
-    score and XYWH box."""
+    """One COCO record per instance of an ``Instances``: dataset category id, RLE mask, XYWH box,
+    area (mask pixels), score and ``iscrowd`` 0 (a results file entry, and with an ``id`` an
+    annotation)."""
     instances = instances.to("cpu")
     records = []
     for mask, score, label, box in zip(instances.masks, instances.scores, instances.labels, instances.boxes):
@@ -84,7 +85,9 @@ def coco_results(instances, image_id: int, categories: list[dict]) -> list[dict]
             "image_id": image_id,
             "category_id": categories[int(label)]["id"],
             "segmentation": encode_rle(mask.numpy()),
-            "score": round(float(score), 6),
             "bbox": [x0, y0, round(x1 - x0, 2), round(y1 - y0, 2)],
+            "area": int(mask.sum()),
+            "score": round(float(score), 6),
+            "iscrowd": 0,
         })
     return records

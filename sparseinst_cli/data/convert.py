@@ -23,26 +23,20 @@ import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 
 import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from ..defaults import SourceFormat
 from ..errors import DatasetError, SparseInstError
-from ..files import write_json
+from ..files import refuse_overwriting, write_json
 from .coco import encode_rle, segmentation_rle
 from .images import IMAGE_SUFFIXES, files_under, header_size
 
 CIRCLE_POINTS = 32  # vertices of the polygon that stands for a LabelMe circle
 YOLO_LINE_MIN_NUMBERS = 7  # a class and three points
-
-
-class SourceFormat(str, Enum):
-    yolo = "yolo"
-    labelme = "labelme"
-    masks = "masks"
 
 
 @dataclass
@@ -62,10 +56,12 @@ def convert_dataset(source_format: str | SourceFormat, source: Path, out: Path, 
     ``source``), whose relative paths become the ``file_name`` s. An existing ``out`` is
     refused unless ``overwrite``."""
     source_format, source = SourceFormat(source_format), Path(source)
-    if Path(out).exists() and not overwrite:
-        raise SparseInstError(f"{out} already exists; nothing written", setting="overwrite")
     if not source.is_dir():
         raise DatasetError(f"{source}: no such folder")
+    # Never one of the files it reads (a LabelMe JSON, the names file), --overwrite or not.
+    refuse_overwriting([out], [*files_under(source, (".json",)), *([names] if names is not None else [])])
+    if Path(out).exists() and not overwrite:
+        raise SparseInstError(f"{out} already exists; nothing written", setting="overwrite")
     builder = _CocoBuilder(Conversion(Path(out)))
     if source_format == SourceFormat.yolo:
         if images is None or names is None:

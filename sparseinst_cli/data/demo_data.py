@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from ..defaults import DEMO_TRAIN_IMAGES, DEMO_VAL_IMAGES
 from ..errors import DatasetError
 from ..files import output_folder, write_json
 from ..progress import SILENT, Progress
@@ -31,8 +32,6 @@ from .images import write_image
 
 DEMO_CLASSES: tuple[str, ...] = ("circle", "triangle", "square", "star")
 DEMO_SIZE: tuple[int, int] = (256, 256)  # (H, W)
-DEMO_TRAIN_IMAGES = 600
-DEMO_VAL_IMAGES = 100
 DEMO_DESCRIPTION = "SparseInst synthetic shapes"  # marks the JSON files demo-data wrote (and may rewrite)
 SPLITS: dict[str, int] = {"train": 0, "val": 1}  # split name -> code in the random stream's key
 

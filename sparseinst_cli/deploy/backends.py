@@ -4,23 +4,19 @@ recipe with random weights to try the pipeline."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 
 from ..data.coco import match_categories
 from ..errors import SparseInstError
-from ..inference.predictor import Precision, Predictor, resolve_device
+from ..defaults import Backend, Precision
+from ..inference.predictor import Predictor, resolve_device
+from ..progress import SILENT, Progress
+from ..weights.zoo import resolve_weights
 from .onnx_export import onnx_for
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".onnx")
-
-
-class Backend(str, Enum):
-    """What runs the network: PyTorch, or onnxruntime on an exported model."""
-
-    torch = "torch"
-    onnxruntime = "onnxruntime"
 
 
 # The ways to run one model that ``sparseinst time --variants`` sets side by side.
@@ -42,13 +38,13 @@ def is_checkpoint(source: str | Path) -> bool:
 
 @dataclass(frozen=True)
 class ModelSource:
-    """A model and how to run it. Exactly one of ``weights`` (a checkpoint) or ``recipe`` (random
-    weights, seeded). On PyTorch the fast path (batch norm folded, NHWC, Winograd in fp32 on CPU:
+    """A model and how to run it. Exactly one of ``weights`` (a checkpoint, or the name of a zoo
+    model: downloaded and converted on first use) or ``recipe`` (random weights, seeded). On PyTorch the fast path (batch norm folded, NHWC, Winograd in fp32 on CPU:
     the plain model's instances, to float tolerance) is the default; ``fast=False`` runs the model
     as trained. A ``dtype`` other than fp32 (``auto``: bf16 where native) implies the fast path;
     ``compile`` adds ``torch.compile``."""
 
-    weights: Path | None = None
+    weights: Path | str | None = None
     recipe: str | None = None
     device: str = "cpu"
     overrides: tuple[str, ...] = ()
@@ -76,9 +72,12 @@ class ModelSource:
                                   setting="backend=onnxruntime")
 
     @classmethod
-    def parse(cls, source: str, **options) -> ModelSource:
-        """A checkpoint path or a recipe (name or path), with the same run ``options``."""
-        return cls(weights=Path(source), **options) if is_checkpoint(source) else cls(recipe=source, **options)
+    def parse(cls, source: str, *, checkpoint: bool | None = None, **options) -> ModelSource:
+        """A checkpoint path or a recipe (name or path), with the same run ``options``;
+        ``checkpoint=True`` takes ``source`` as weights whatever its name (a zoo model)."""
+        if checkpoint is None:
+            checkpoint = is_checkpoint(source)
+        return cls(weights=source, **options) if checkpoint else cls(recipe=source, **options)
 
     @property
     def optimized(self) -> bool:
@@ -92,13 +91,15 @@ class ModelSource:
         path = " (onnxruntime)" if self.backend != Backend.torch else " (fast)" if self.optimized else ""
         return stem + path + (" compiled" if self.compile else "")
 
-    def open(self, dataset_categories: list[dict] | None = None) -> Predictor:
+    def open(self, dataset_categories: list[dict] | None = None, progress: Progress = SILENT) -> Predictor:
         """The predictor. With ``dataset_categories`` its classes take a dataset's category ids
-        (``match_categories``), so that its results score against that dataset."""
+        (``match_categories``), so that its results score against that dataset. ``progress``
+        sees a zoo model's download."""
+        weights = None if self.weights is None else resolve_weights(self.weights, progress)
         if self.backend == Backend.onnxruntime:
-            predictor = Predictor.from_onnx(onnx_for(self.weights), self.device, self.overrides)
-        elif self.weights is not None:
-            predictor = Predictor.from_checkpoint(self.weights, self.device, self.overrides, fast=False)
+            predictor = Predictor.from_onnx(onnx_for(weights), self.device, self.overrides)
+        elif weights is not None:
+            predictor = Predictor.from_checkpoint(weights, self.device, self.overrides, fast=False)
         else:
             predictor = Predictor.from_recipe(self.recipe, self.device, self.overrides, seed=self.seed)
         if self.optimized:
@@ -110,9 +111,11 @@ class ModelSource:
         return predictor
 
 
-def model_variants(sources: list[str], names: list[str], **options) -> list[ModelSource]:
-    """Each of ``sources`` (checkpoints or recipes) run each way in ``names`` (keys of
-    ``VARIANTS``), in that order; an ``.onnx`` file runs on onnxruntime only, once."""
+def model_variants(sources: list[str], names: list[str], *, checkpoints: Sequence[str] = (),
+                   **options) -> list[ModelSource]:
+    """Each of ``sources`` (checkpoints or recipes; those in ``checkpoints`` are weights whatever
+    their names) run each way in ``names`` (keys of ``VARIANTS``), in that order; an ``.onnx``
+    file runs on onnxruntime only, once."""
     unknown = [name for name in names if name not in VARIANTS]
     if unknown or not names:
         raise SparseInstError(f"variants: unknown {', '.join(unknown) or '(none given)'}; choose from "
@@ -120,11 +123,13 @@ def model_variants(sources: list[str], names: list[str], **options) -> list[Mode
     base = {**options, "fast": True, "dtype": Precision.fp32, "compile": False, "backend": Backend.torch}
     models = []
     for source in sources:
+        checkpoint = source in checkpoints or is_checkpoint(source)
         if str(source).endswith(".onnx"):
             models.append(ModelSource.parse(source, **{**base, "backend": Backend.onnxruntime}))
-        elif not is_checkpoint(source) and "onnxruntime" in names:
+        elif not checkpoint and "onnxruntime" in names:
             raise SparseInstError(f"{source}: the onnxruntime variant runs checkpoints, not recipes",
                                   setting="variants")
         else:
-            models.extend(ModelSource.parse(source, **{**base, **VARIANTS[name]}) for name in names)
+            models.extend(ModelSource.parse(source, checkpoint=checkpoint, **{**base, **VARIANTS[name]})
+                          for name in names)
     return models

@@ -36,6 +36,7 @@ from onnxruntime.quantization import (
 )
 
 from ..data.images import collect_images, read_image
+from ..defaults import CALIBRATION_IMAGES
 from ..errors import ExportError, ImageError
 from ..files import atomic_write, output_file
 from ..inference.onnx_runtime import OnnxModel
@@ -43,7 +44,6 @@ from ..inference.predictor import Predictor
 from ..progress import SILENT, Progress
 from .onnx_export import export_onnx
 
-CALIBRATION_IMAGES = 32  # images whose activation ranges set the int8 scales
 QUANTIZED_OPS = ("Conv", "Relu", "Add", "Concat", "Resize")
 METADATA_QUANTIZATION = "sparseinst.quantization"
 
@@ -94,6 +94,9 @@ def quantize_model(weights: Path, out: Path, calibration: Path, *, max_images: i
     """An int8 ONNX model of ``weights`` (a native checkpoint, or an exported float ``.onnx``) at
     ``out``, calibrated on at most ``max_images`` images of the folder ``calibration`` (only it)."""
     out = output_file(out, (".onnx",), inputs=[weights])
+    if not Path(calibration).is_dir():
+        raise ExportError(f"{calibration}: {'not a folder' if Path(calibration).exists() else 'no such folder'}; "
+                          f"give a folder of calibration images")
     paths, problems = collect_images([calibration])
     if problems or not paths:
         raise ExportError(f"{calibration}: no calibration images ({'; '.join(problems) or 'empty'})")

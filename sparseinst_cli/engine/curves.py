@@ -15,11 +15,11 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from ..defaults import CURVES_FILE
 from ..errors import RunFilesError
 from ..files import atomic_write, output_file
 from .run_log import METRICS_FILE
 
-CURVES_FILE = "curves.png"
 FIGURE_INCHES = (15.0, 4.5)
 DPI = 100  # 1500 x 450 pixels
 SMOOTHING_POINTS = 10  # moving-average window, in logged records

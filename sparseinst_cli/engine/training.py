@@ -9,7 +9,8 @@ from pathlib import Path
 from ..errors import RunFilesError, SparseInstError
 from ..files import output_folder, read_json
 from ..progress import SILENT, Progress
-from ..recipe import Recipe, load_recipe, recipe_from_data
+from ..recipe import Recipe, load_recipe, stored_recipe
+from ..weights.zoo import resolve_weights
 from .distributed import start_process, stop_process
 from .trainer import RECIPE_FILE, STATE_FILE, StopRequest, Trainer, TrainResult
 
@@ -18,11 +19,11 @@ def run_recipe(out_dir: Path, overrides: Sequence[str] = ()) -> Recipe:
     """The resolved recipe a run directory was started with, ``overrides`` applied."""
     saved = out_dir / RECIPE_FILE
     data = read_json(saved, f"file (is {out_dir} a run directory?)", RunFilesError)
-    return recipe_from_data(data, str(saved), overrides)
+    return stored_recipe(data, str(saved), overrides)
 
 
 def train(recipe: str | Path | None, out_dir: Path, *, overrides: Sequence[str] = (), device: str = "cpu",
-          resume: bool = False, strict: bool = False, init_from: Path | None = None, init_strict: bool = False,
+          resume: bool = False, strict: bool = False, init_from: str | Path | None = None, init_strict: bool = False,
           progress: Progress = SILENT, on_start: Callable[[Trainer], None] | None = None) -> TrainResult:
     """Train (or with ``resume`` continue) the run in ``out_dir``. ``recipe`` may be None when
     resuming (the run's own is used). ``init_from``/``init_strict`` set the recipe's fields of
@@ -42,6 +43,9 @@ def train(recipe: str | Path | None, out_dir: Path, *, overrides: Sequence[str] 
     process = start_process(device)
     try:
         loaded = run_recipe(out_dir, overrides) if recipe is None else load_recipe(recipe, overrides)
+        if not resume and loaded.model.init_from is not None:  # a zoo name: downloaded and converted once
+            start = resolve_weights(loaded.model.init_from, progress)
+            loaded = loaded.model_copy(update={"model": loaded.model.model_copy(update={"init_from": start})})
         trainer = Trainer(loaded, out_dir, process, strict=strict, progress=progress, initialize=not resume)
         if resume:
             trainer.resume()

@@ -8,8 +8,9 @@ import numpy as np
 from components import Instances
 
 MASK_ALPHA = 0.5
-SHOW_THRESHOLD = 0.3  # pictures show instances scoring at least this; JSON results keep all
 GOLDEN_RATIO_CONJUGATE = 0.618033988749895
+LABEL_FONT, LABEL_SCALE, LABEL_THICKNESS = cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1
+OUTLINE_THICKNESS = 2
 
 
 def instance_color(index: int) -> tuple[int, int, int]:
@@ -19,9 +20,10 @@ def instance_color(index: int) -> tuple[int, int, int]:
     return tuple(int(c) for c in cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0])
 
 
-def draw_instances(image: np.ndarray, instances: Instances, class_names: list[str], min_score: float) -> np.ndarray:
+def draw_instances(image: np.ndarray, instances: Instances, class_names: list[str], min_score: float = 0.0,
+                   *, labels: bool = True) -> np.ndarray:
     """An RGB copy of ``image`` with masks, outlines and "class score" labels for instances
-    scoring at least ``min_score``."""
+    scoring at least ``min_score``; every label lies whole inside the picture."""
     canvas = image.copy()
     instances = instances.to("cpu")
     shown = (instances.scores >= min_score).nonzero().flatten().tolist()
@@ -35,14 +37,33 @@ def draw_instances(image: np.ndarray, instances: Instances, class_names: list[st
         region[mask] = (region[mask] * (1 - MASK_ALPHA) + color * MASK_ALPHA).astype(np.uint8)
         contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE,
                                        offset=(x0, y0))
-        cv2.drawContours(canvas, contours, -1, tuple(int(c) for c in color), 2)
-    for rank, index in enumerate(shown):
-        x0, y0 = (int(v) for v in instances.boxes[index, :2])
-        label = int(instances.labels[index])
-        name = class_names[label] if label < len(class_names) else str(label)
-        text = f"{name} {float(instances.scores[index]):.2f}"
-        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
-        y = max(y0, th + base)
-        cv2.rectangle(canvas, (x0, y - th - base), (x0 + tw, y), instance_color(rank), -1)
-        cv2.putText(canvas, text, (x0, y - base), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.drawContours(canvas, contours, -1, tuple(int(c) for c in color), OUTLINE_THICKNESS)
+    if labels:
+        for rank, index in enumerate(shown):
+            label = int(instances.labels[index])
+            name = class_names[label] if label < len(class_names) else str(label)
+            x0, y0 = (int(v) for v in instances.boxes[index, :2])
+            draw_label(canvas, f"{name} {float(instances.scores[index]):.2f}", x0, y0, instance_color(rank))
     return canvas
+
+
+def label_box(text: str, x: int, y: int, width: int, height: int) -> tuple[int, int, int, int]:
+    """Where a label for a box whose top-left corner is (x, y) goes, as (left, top, right, bottom)
+    of its filled background: above the corner where there is room, else just below it; moved
+    left or down as needed to stay whole inside a ``width`` x ``height`` picture (a label wider
+    or taller than the picture starts at its edge)."""
+    (text_width, text_height), baseline = cv2.getTextSize(text, LABEL_FONT, LABEL_SCALE, LABEL_THICKNESS)
+    box_height = text_height + baseline
+    top = y - box_height if y >= box_height else y
+    top = max(0, min(top, height - box_height))
+    left = max(0, min(x, width - text_width))
+    return left, top, left + text_width, top + box_height
+
+
+def draw_label(canvas: np.ndarray, text: str, x: int, y: int, color: tuple[int, int, int]) -> None:
+    """``text`` in black on a ``color`` background at ``label_box``'s place, in place."""
+    left, top, right, bottom = label_box(text, x, y, canvas.shape[1], canvas.shape[0])
+    _, baseline = cv2.getTextSize(text, LABEL_FONT, LABEL_SCALE, LABEL_THICKNESS)
+    cv2.rectangle(canvas, (left, top), (right - 1, bottom - 1), color, -1)
+    cv2.putText(canvas, text, (left, bottom - baseline), LABEL_FONT, LABEL_SCALE, (0, 0, 0), LABEL_THICKNESS,
+                cv2.LINE_AA)

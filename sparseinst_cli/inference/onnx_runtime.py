@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from components import SparseInstOutput
 
 from ..errors import ExportError
-from ..recipe import Recipe, recipe_from_data
+from ..recipe import Recipe, stored_recipe
 
 OUTPUT_NAMES = ("logits", "objectness", "masks")
 METADATA_RECIPE = "sparseinst.recipe"
@@ -45,7 +45,7 @@ class OnnxModel(nn.Module):
         metadata = self.session.get_modelmeta().custom_metadata_map
         if METADATA_RECIPE not in metadata:
             raise ExportError(f"{self.path}: not exported by 'sparseinst export onnx' (no recipe in its metadata)")
-        self.recipe: Recipe = recipe_from_data(json.loads(metadata[METADATA_RECIPE]), f"{self.path} (stored recipe)")
+        self.recipe: Recipe = stored_recipe(json.loads(metadata[METADATA_RECIPE]), f"{self.path} (stored recipe)")
         self.categories: list[dict] = json.loads(metadata.get(METADATA_CATEGORIES, "[]"))
         self.input_name = self.session.get_inputs()[0].name
 

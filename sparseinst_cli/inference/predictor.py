@@ -5,7 +5,6 @@ from __future__ import annotations
 import platform
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 
 import numpy as np
@@ -14,16 +13,21 @@ from PIL import Image
 from torch import Tensor
 from torchvision.transforms.v2 import functional as TF
 
-from components import Instances, SparseInst, SparseInstOutput, postprocess
+from components import Instances, SparseInst, SparseInstOutput
+from components.postprocess import postprocess
 
 from ..builder import build_model
 from ..checkpoint import load_model
 from ..data.coco import default_categories
+from ..defaults import Precision
 from ..data.images import as_rgb_array, pad_batch, resized_shape
 from ..errors import RecipeError, SparseInstError
+from ..progress import SILENT, Progress
 from ..recipe import Recipe, load_recipe, recipe_from_data
+from ..weights.zoo import pretrained
 from .fast_path import optimize_for_inference
 from .onnx_runtime import OnnxModel
+from .results import Prediction
 
 ImageInput = np.ndarray | Image.Image | str | Path
 
@@ -34,17 +38,6 @@ def is_single_image(images: object) -> bool:
     if isinstance(images, np.ndarray):
         return images.ndim in (2, 3)
     return isinstance(images, (str, Path, Image.Image))
-
-
-class Precision(str, Enum):
-    """The network's arithmetic: fp32, or fp16/bf16 autocast (post-processing stays fp32); ``auto``
-    is bf16 where the hardware computes it natively (CPUs with AVX512-BF16 or AMX, CUDA GPUs
-    with bf16), fp32 elsewhere."""
-
-    fp32 = "fp32"
-    fp16 = "fp16"
-    bf16 = "bf16"
-    auto = "auto"
 
 
 CPU_INFO = "/proc/cpuinfo"
@@ -118,8 +111,11 @@ class Batch:
 class Predictor:
     """Runs a model on images: resize, normalize, pad, forward, post-process.
 
-    >>> predictor = Predictor.from_checkpoint("model.safetensors")
-    >>> instances = predictor(["street.jpg"])[0]  # masks, scores, labels, boxes
+    >>> predictor = Predictor.from_pretrained("r50_giam_aug")  # or from_checkpoint("model.safetensors")
+    >>> prediction = predictor("street.jpg")[0]  # masks, scores, labels, boxes, names; plot(), save()
+
+    Instances scoring below the recipe's ``inference.conf`` are left out unless a call gives its
+    own ``conf`` (0: every candidate, as COCO AP needs).
     """
 
     def __init__(
@@ -134,7 +130,6 @@ class Predictor:
         self.pixel_std = torch.tensor(recipe.input.pixel_std, device=self.device).view(3, 1, 1)
         self.autocast_dtype: torch.dtype | None = None
         self.memory_format = torch.contiguous_format
-        self.min_score: float | None = None  # set: masks are made only for instances scoring at least this
         self.fast_masks = True  # the mask kernel on CPU (identical masks); plain() uses the reference
 
     def optimize(self, dtype: str | Precision = "fp32", compile: bool = False) -> Predictor:
@@ -176,6 +171,15 @@ class Predictor:
         return predictor.optimize() if fast else predictor
 
     @classmethod
+    def from_pretrained(
+        cls, name: str, device: str | torch.device = "cpu", overrides: Sequence[str] = (), *, fast: bool = True,
+        progress: Progress = SILENT,
+    ) -> Predictor:
+        """A model of the zoo (``sparseinst models``) by name: downloaded, converted and cached on
+        first use (``progress`` sees the download), then read from the cache."""
+        return cls.from_checkpoint(pretrained(name, progress), device, overrides, fast=fast)
+
+    @classmethod
     def from_onnx(
         cls, path: str | Path, device: str | torch.device = "cpu", overrides: Sequence[str] = ()
     ) -> Predictor:
@@ -195,11 +199,13 @@ class Predictor:
     def from_recipe(
         cls, recipe: str | Path | Recipe, device: str | torch.device = "cpu", overrides: Sequence[str] = (), seed: int = 0
     ) -> Predictor:
-        """A randomly initialized model (seeded), for trying the pipeline without weights."""
+        """A randomly initialized model (seeded), for trying the pipeline without weights. Its
+        classes are the recipe's ``class_names``, or ``class_0``, ``class_1``, ... by index."""
         if not isinstance(recipe, Recipe):
             recipe = load_recipe(recipe, overrides)
         torch.manual_seed(seed)
-        categories = default_categories(recipe.model.num_classes, recipe.model.class_names)
+        names = recipe.model.class_names or tuple(f"class_{i}" for i in range(recipe.model.num_classes))
+        categories = default_categories(recipe.model.num_classes, names)
         return cls(build_model(recipe), recipe, categories, device)
 
     @property
@@ -232,33 +238,39 @@ class Predictor:
         return SparseInstOutput(*(None if t is None else t.float() for t in output))
 
     @torch.inference_mode()
-    def predict(self, images: ImageInput | Sequence[ImageInput], bgr: bool = False) -> list[Instances]:
-        """Instances per image at its original size. ``images``: paths, PIL images or uint8 arrays
-        (H, W, 3), RGB, or BGR with ``bgr`` (OpenCV's images and video frames); read-only arrays
-        are fine. One image alone (not in a list) gives a list of one; a (B, H, W, 3) array is B
-        images."""
+    def predict(
+        self, images: ImageInput | Sequence[ImageInput], bgr: bool = False, conf: float | None = None
+    ) -> list[Prediction]:
+        """A ``Prediction`` per image, at its original size: the instances scoring at least
+        ``conf`` (default: the recipe's ``inference.conf``), best first. ``images``: paths, PIL
+        images or uint8 arrays (H, W, 3), RGB, or BGR with ``bgr`` (OpenCV's images and video
+        frames); read-only arrays are fine. One image alone (not in a list) gives a list of one;
+        a (B, H, W, 3) array is B images."""
         if is_single_image(images):
             images = [images]
+        sources = [image if isinstance(image, (str, Path)) else None for image in images]
         arrays = [as_rgb_array(image, bgr) for image in images]
         batch = self.preprocess(arrays)
-        return self.postprocess(self.forward(batch), batch)
+        found = self.postprocess(self.forward(batch), batch, conf=conf)
+        return [Prediction.of(instances, self.categories, array, source)
+                for instances, array, source in zip(found, arrays, sources)]
 
     def postprocess(
-        self, output: SparseInstOutput, batch: Batch, on_stage: Callable[[str], None] | None = None
+        self, output: SparseInstOutput, batch: Batch, on_stage: Callable[[str], None] | None = None, *,
+        conf: float | None = None,
     ) -> list[Instances]:
-        """Raw outputs for ``batch`` -> instances per image, with the recipe's inference settings
-        (``on_stage``: see ``components.postprocess``)."""
+        """Raw outputs for ``batch`` -> instances per image scoring at least ``conf`` (default: the
+        recipe's), with the recipe's inference settings (``on_stage``: see ``components.postprocess``)."""
         spec = self.recipe.inference
         return postprocess(
             output,
             tuple(batch.images.shape[-2:]),
             batch.image_sizes,
             batch.original_sizes,
-            score_threshold=spec.score_threshold,
+            conf=spec.conf if conf is None else conf,
             mask_threshold=spec.mask_threshold,
             max_detections=spec.max_detections,
             objectness_rescoring=spec.objectness_rescoring,
-            min_score=self.min_score,
             fast_masks=self.fast_masks,
             on_stage=on_stage,
         )

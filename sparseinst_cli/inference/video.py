@@ -29,9 +29,9 @@ import cv2
 from ..data.coco import coco_results
 from ..data.images import collect_images, files_under
 from ..errors import ImageError
-from ..files import output_folder, write_json
+from ..files import output_folder, refuse_overwriting, write_json
 from ..progress import SILENT, Progress
-from .drawing import SHOW_THRESHOLD, draw_instances
+from .drawing import draw_instances
 from .predictor import Predictor
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts"})
@@ -79,25 +79,28 @@ def predict_video(
     *,
     stride: int = 1,
     max_frames: int | None = None,
-    show_threshold: float = SHOW_THRESHOLD,
+    conf: float | None = None,
     overlays: bool = True,
     name: str | None = None,
     progress: Progress = SILENT,
 ) -> VideoReport:
     """Predict every ``stride``-th frame of ``source`` (a video file, a camera index or a stream
     URL), at most ``max_frames``; returns the report. Frames record (and show) the instances
-    scoring at least ``show_threshold`` unless the predictor has its own ``min_score`` (0: all).
-    An unreadable source raises ``ImageError`` naming it; Ctrl-C closes the outputs, then
-    propagates."""
+    scoring at least ``conf`` (default: the model's ``inference.conf``; 0: all). An output that
+    would replace the source is refused before anything is written; an unreadable source raises
+    ``ImageError`` naming it; Ctrl-C closes the outputs, then propagates."""
     if stride < 1:
         raise ImageError(f"the frame stride must be at least 1, got {stride}")
     output_folder(out_dir)
+    stem = name or output_stem(source)
+    records_path, video_path = out_dir / f"{stem}.jsonl", out_dir / f"{stem}.mp4"
+    if not (is_camera(source) or is_stream(source)):
+        refuse_overwriting([records_path, video_path], [Path(source)])
+    conf = predictor.recipe.inference.conf if conf is None else conf
     capture = _open(source)
     report = VideoReport(str(source), source_fps=float(capture.get(cv2.CAP_PROP_FPS) or 0.0),
                          width=int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
                          height=int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
-    stem = name or output_stem(source)
-    records_path, video_path = out_dir / f"{stem}.jsonl", out_dir / f"{stem}.mp4"
     partial_records, partial_video = (path.with_name(f".{path.name}.partial{path.suffix}")
                                       for path in (records_path, video_path))
     fps = (report.source_fps if report.source_fps > 0 else STREAM_FPS) / stride
@@ -119,18 +122,15 @@ def predict_video(
                               daemon=True, name="video-reader")
     records = partial_records.open("w")
     failures: list[BaseException] = []
-    encoder = threading.Thread(target=_write, args=(results, writer, records, predictor, show_threshold, failures),
+    encoder = threading.Thread(target=_write, args=(results, writer, records, predictor, failures),
                                daemon=True, name="video-writer")
     start = time.perf_counter()
     reader.start()
     encoder.start()
-    own_min_score = predictor.min_score
-    if own_min_score is None:  # masks are made only for what a frame records
-        predictor.min_score = show_threshold
     try:
         while (item := frames.get()) is not _END:
             index, timestamp, frame = item
-            instances = predictor.predict([frame], bgr=True)[0].to("cpu")
+            instances = predictor.predict([frame], bgr=True, conf=conf)[0].to("cpu")
             results.put((index, timestamp, frame, instances))
             report.frames += 1
             progress.advance()
@@ -138,7 +138,6 @@ def predict_video(
         report.interrupted = True
         raise
     finally:
-        predictor.min_score = own_min_score
         stop.set()
         results.put(_END)
         encoder.join()
@@ -174,7 +173,7 @@ def collect_sources(inputs: Sequence[str]) -> tuple[list[Path], list[str], list[
 
 
 def predict_videos(predictor: Predictor, sources: Sequence[str], out_dir: Path, *, stride: int = 1,
-                   max_frames: int | None = None, show_threshold: float = SHOW_THRESHOLD, overlays: bool = True,
+                   max_frames: int | None = None, conf: float | None = None, overlays: bool = True,
                    progress: Progress = SILENT) -> list[VideoReport]:
     """``predict_video`` for each source in turn; an unreadable one is recorded and skipped.
     ``videos.json`` in ``out_dir`` lists the reports, rewritten after each source."""
@@ -188,7 +187,7 @@ def predict_videos(predictor: Predictor, sources: Sequence[str], out_dir: Path, 
         used.add(stem)
         try:
             report = predict_video(predictor, source, out_dir, stride=stride, max_frames=max_frames,
-                                   show_threshold=show_threshold, overlays=overlays, name=stem, progress=progress)
+                                   conf=conf, overlays=overlays, name=stem, progress=progress)
         except ImageError as error:
             report = VideoReport(str(source), error=str(error))
             progress.note(f"failed: {error}")
@@ -266,18 +265,17 @@ def _read(capture: cv2.VideoCapture, frames: queue.Queue, stride: int, max_frame
                     break
 
 
-def _write(results: queue.Queue, writer, records, predictor: Predictor, show_threshold: float,
-           failures: list[BaseException]) -> None:
+def _write(results: queue.Queue, writer, records, predictor: Predictor, failures: list[BaseException]) -> None:
     while (item := results.get()) is not _END:
         if failures:
             continue  # keep taking frames so that the model's thread never blocks
         try:
-            _write_frame(item, writer, records, predictor, show_threshold)
+            _write_frame(item, writer, records, predictor)
         except Exception as error:  # noqa: BLE001 - re-raised in the calling thread
             failures.append(error)
 
 
-def _write_frame(item, writer, records, predictor: Predictor, show_threshold: float) -> None:
+def _write_frame(item, writer, records, predictor: Predictor) -> None:
     index, timestamp, frame, instances = item
     detections = [{key: value for key, value in record.items() if key != "image_id"}
                   for record in coco_results(instances, index, predictor.categories)]
@@ -285,5 +283,5 @@ def _write_frame(item, writer, records, predictor: Predictor, show_threshold: fl
                              separators=(",", ":")) + "\n")
     if writer is not None:
         rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-        drawn = draw_instances(rgb, instances, predictor.class_names, show_threshold)
+        drawn = draw_instances(rgb, instances, predictor.class_names)
         writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))

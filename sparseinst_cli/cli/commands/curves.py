@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ...engine.curves import CURVES_FILE, save_curves
+from ...defaults import CURVES_FILE
 from ..console import console
 
 
@@ -24,5 +24,7 @@ def curves(
       sparseinst curves runs/demo
       sparseinst curves runs/demo --out demo_curves.png
     """
+    from ...engine.curves import save_curves
+
     path = save_curves(run_dir, out)
     console.print(f"wrote {path}")

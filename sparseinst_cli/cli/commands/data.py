@@ -7,21 +7,16 @@ from typing import Annotated, Optional
 
 import typer
 
-from ...analysis.dataset_figure import save_dataset_figure
-from ...analysis.mask_ceiling import mask_ceiling
-from ...data.check import check_dataset
-from ...data.convert import SourceFormat, convert_dataset
-from ...data.split import split_dataset
-from ...files import output_file, output_folder, write_json
+from ...defaults import CEILING_SIZES, SourceFormat
+from ...files import output_file, write_json
 from ...recipe import MAX_SIZE_TEST, MIN_SIZE_TEST, SIZE_DIVISIBILITY
 from ..console import console, err_console
 from ..exit_codes import EXIT_FAILED
-from ..options import RUNS
+from ..options import ExistOkOption, out_option, run_folder
 from ..progress import ProgressBar
 from ..tables import ceiling_table, dataset_tables
 
 CHECK_FILE, FIGURE_FILE, CEILING_FILE = "check.json", "dataset.png", "ceiling.json"
-CEILING_SIZES = ("384", "512", "640")
 
 
 def check(
@@ -30,7 +25,8 @@ def check(
     images: Annotated[Optional[Path], typer.Option(  # noqa: UP007 - typer needs Optional
         "--images", help="Its image folder (each file is read as training reads it).")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="Read only the image files' headers, not their pixels.")] = False,
-    out: Annotated[Path, typer.Option("--out", "-o", help=f"Folder for {CHECK_FILE} and {FIGURE_FILE}.")] = RUNS / "data-check",
+    out: Annotated[Optional[Path], out_option("data-check", f"{CHECK_FILE} and {FIGURE_FILE}")] = None,  # noqa: UP007
+    exist_ok: ExistOkOption = False,
 ) -> None:
     """Read a dataset exactly as training does: a summary (images, instances per class, image and
     instance sizes, images without instances, crowd regions) and every problem by kind. Exit 0
@@ -40,7 +36,10 @@ def check(
       sparseinst data check data/coco/annotations/instances_val2017.json --images data/coco/val2017
       sparseinst data check labels.json --images photos/ --quick
     """
-    output_folder(out)
+    from ...analysis.dataset_figure import save_dataset_figure
+    from ...data.check import check_dataset
+
+    out = run_folder(out, "data-check", exist_ok)
     with ProgressBar() as progress:
         report = check_dataset(annotations, images, decode=not quick, progress=progress)
     for table in dataset_tables(report):
@@ -69,6 +68,8 @@ def split(
     Examples:
       sparseinst data split labels.json --val 0.2 --seed 0
     """
+    from ...data.split import split_dataset
+
     result = split_dataset(annotations, val, seed, out=out, overwrite=overwrite)
     console.print(f"train: {result.train} ({result.train_images} images, {result.train_instances} instances); "
                   f"val: {result.val} ({result.val_images} images, {result.val_instances} instances)")
@@ -95,6 +96,8 @@ def convert(
       sparseinst data convert annotated/ --from labelme --out labels.json
       sparseinst data convert PennFudanPed/PedMasks --from masks --images PennFudanPed/PNGImages --class-name person --out pennfudan.json
     """
+    from ...data.convert import convert_dataset
+
     output_file(out, (".json",), inputs=[source])
     result = convert_dataset(source_format, source, out, images=images, names=names, class_name=class_name,
                              overwrite=overwrite)
@@ -124,7 +127,8 @@ def ceiling(
              f"the ratio of the recipes' pairs such as 384:512 and 640:853) (repeatable) "
              f"\\[default: {', '.join(CEILING_SIZES)}].")] = None,
     size_divisibility: Annotated[int, typer.Option(min=1, help="Padding multiple of the input.")] = SIZE_DIVISIBILITY,
-    out: Annotated[Path, typer.Option("--out", "-o", help=f"Folder for {CEILING_FILE}.")] = RUNS / "data-ceiling",
+    out: Annotated[Optional[Path], out_option("data-ceiling", CEILING_FILE)] = None,  # noqa: UP007
+    exist_ok: ExistOkOption = False,
 ) -> None:
     """The mask AP a model could reach on this data at each inference size, were it perfect: the
     ceiling set by the masks' stride-8 output grid (small objects lose most). Pick an input size
@@ -134,8 +138,10 @@ def ceiling(
       sparseinst data ceiling labels.json
       sparseinst data ceiling data/coco/annotations/instances_val2017.json --size 512 --size 640:853 --size 800:1333
     """
-    output_folder(out)
+    from ...analysis.mask_ceiling import mask_ceiling
+
     sizes = [_size_pair(value) for value in (size or CEILING_SIZES)]
+    out = run_folder(out, "data-ceiling", exist_ok)
     with ProgressBar() as progress:
         report = mask_ceiling(annotations, sizes, size_divisibility, progress=progress)
     console.print(ceiling_table(report))

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ...data.demo_data import DEMO_TRAIN_IMAGES, DEMO_VAL_IMAGES, generate_demo_dataset
+from ...defaults import DEMO_TRAIN_IMAGES, DEMO_VAL_IMAGES
 from ..console import console
 from ..progress import ProgressBar
 
@@ -25,6 +25,8 @@ def demo_data(
     Examples:
       sparseinst demo-data data/demo && sparseinst train demo --out runs/demo
     """
+    from ...data.demo_data import generate_demo_dataset
+
     with ProgressBar() as progress:
         dataset = generate_demo_dataset(out, train_images=train_images, val_images=val_images, seed=seed,
                                         progress=progress)

@@ -7,11 +7,13 @@ from typing import Annotated, Optional
 
 import typer
 
-from ...deploy.onnx_export import export_onnx
-from ...deploy.quantize import CALIBRATION_IMAGES, quantize_model
-from ...inference.onnx_runtime import OUTPUT_NAMES
+from ...defaults import CALIBRATION_IMAGES
 from ..console import console, err_console, fail
 from ..progress import ProgressBar
+
+ExportWeights = Annotated[str, typer.Option(
+    "--weights", "-w", metavar="FILE|NAME", show_default=False,
+    help="Native checkpoint (.safetensors), or a model name from 'sparseinst models'.")]
 
 
 def parse_size(text: str | None) -> tuple[int, int] | None:
@@ -26,10 +28,10 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
 
 def onnx(
     context: typer.Context,
-    weights: Annotated[Path, typer.Option("--weights", "-w", help="Native checkpoint (.safetensors).",
-                                          show_default=False)],
+    weights: ExportWeights,
     out: Annotated[Optional[Path], typer.Option(  # noqa: UP007 - typer needs Optional
-        "--out", "-o", help="ONNX file to write (default: beside the weights, .onnx).")] = None,
+        "--out", "-o", help="ONNX file to write (default: beside the weights, .onnx; for a model name, NAME.onnx "
+                            "here).")] = None,
     dynamic: Annotated[bool, typer.Option(help="Free batch size, height and width (multiples of 32).")] = False,
     size: Annotated[Optional[str], typer.Option(  # noqa: UP007
         help="Example input HEIGHTxWIDTH, multiples of 32 (default: the recipe's test size for a 4:3 image); "
@@ -45,26 +47,35 @@ def onnx(
 
     Examples:
       sparseinst export onnx --weights runs/demo/model.safetensors --dynamic
+      sparseinst export onnx --weights r50_giam_aug
       sparseinst predict photos/ --weights runs/demo/model.onnx --backend onnxruntime
     """
+    from ...deploy.onnx_export import export_onnx
+    from ...inference.onnx_runtime import OUTPUT_NAMES
+    from ...weights.zoo import resolve_weights
+
     if batch < 1:
         raise fail("--batch must be at least 1")
-    target = out or weights.with_suffix(".onnx")
-    err_console.print(f"exporting {weights} to ONNX (this takes a minute for a ResNet-50) ...")
-    path = export_onnx(weights, target, dynamic=dynamic, size=parse_size(size), batch=batch)
+    target = out or Path(weights).with_suffix(".onnx")
+    with ProgressBar() as progress:
+        source = resolve_weights(weights, progress)
+    err_console.print(f"exporting {source} to ONNX (this takes a minute for a ResNet-50) ...")
+    path = export_onnx(source, target, dynamic=dynamic, size=parse_size(size), batch=batch)
     console.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB; outputs {', '.join(OUTPUT_NAMES)}"
                   f"{'; dynamic batch, height and width' if dynamic else ''})")
 
 
 def int8(
     context: typer.Context,
-    weights: Annotated[Path, typer.Option("--weights", "-w", help="Native checkpoint (.safetensors) or float .onnx.",
-                                          show_default=False)],
+    weights: Annotated[str, typer.Option(
+        "--weights", "-w", metavar="FILE|NAME", show_default=False,
+        help="Native checkpoint (.safetensors), float .onnx, or a model name from 'sparseinst models'.")],
     calibration: Annotated[Path, typer.Option(
         "--calibration", help="Folder of your images (like those the model will see); only it is read.",
         show_default=False)],
     out: Annotated[Optional[Path], typer.Option(  # noqa: UP007 - typer needs Optional
-        "--out", "-o", help="int8 ONNX file to write (default: beside the weights, .int8.onnx).")] = None,
+        "--out", "-o", help="int8 ONNX file to write (default: beside the weights, .int8.onnx; for a model name, "
+                            "NAME.int8.onnx here).")] = None,
     max_images: Annotated[int, typer.Option(
         "--max-images", min=1, help="Calibration images used at most.")] = CALIBRATION_IMAGES,
 ) -> None:
@@ -78,9 +89,13 @@ def int8(
       sparseinst export int8 --weights runs/demo/model.safetensors --calibration data/demo/val
       sparseinst eval --weights runs/demo/model.int8.onnx --backend onnxruntime --data data/demo/val.json --images data/demo/val
     """
-    target = out or weights.with_name(weights.stem + ".int8.onnx")
+    from ...deploy.quantize import quantize_model
+    from ...weights.zoo import resolve_weights
+
+    target = out or Path(weights).with_name(Path(weights).stem + ".int8.onnx")
     with ProgressBar() as progress:
-        report = quantize_model(weights, target, calibration, max_images=max_images, progress=progress)
+        source = resolve_weights(weights, progress)
+        report = quantize_model(source, target, calibration, max_images=max_images, progress=progress)
     for problem in report.skipped:
         err_console.print(f"[red]skipped:[/] {problem}")
     console.print(f"wrote {report.output} ({report.output.stat().st_size / 1e6:.1f} MB; {report.quantized_nodes} "

@@ -7,23 +7,22 @@ from typing import Annotated, Optional
 
 import typer
 
-from ...deploy.backends import Backend, ModelSource
-from ...inference.batches import predict_files
-from ...inference.drawing import SHOW_THRESHOLD
-from ...inference.predictor import Precision
-from ...inference.video import collect_sources, predict_videos
-from ...resources import sample_images
-from ..console import console, err_console, fail
+from ...defaults import Backend, Precision
+from ..console import console, err_console, fail, renamed
 from ..exit_codes import EXIT_FAILED
 from ..options import (
-    RUNS,
     BackendOption,
+    ConfOption,
     DeviceOption,
     DtypeOption,
+    ExistOkOption,
     FastOption,
     Overrides,
     RecipeOption,
     WeightsOption,
+    former_option,
+    out_option,
+    run_folder,
 )
 from ..progress import ProgressBar
 from ..tables import predictions_table, videos_table
@@ -37,55 +36,64 @@ def predict(
     weights: WeightsOption = None,
     recipe: RecipeOption = None,
     overrides: Overrides = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for overlays and JSON.")] = RUNS / "predict",
+    conf: ConfOption = None,
+    out: Annotated[Optional[Path], out_option("predict", "overlays and JSON")] = None,  # noqa: UP007
+    exist_ok: ExistOkOption = False,
     device: DeviceOption = "cpu",
     backend: BackendOption = Backend.torch,
     fast: FastOption = True,
     dtype: DtypeOption = Precision.fp32,
-    show_threshold: Annotated[float, typer.Option(
-        min=0, max=1, help="Overlays draw instances scoring at least this; results.json keeps all.")] = SHOW_THRESHOLD,
     overlays: Annotated[bool, typer.Option(help="Write an overlay PNG per image and an annotated video per video "
                                                 "(--no-overlays: JSON only).")] = True,
     stride: Annotated[int, typer.Option(min=1, help="Videos: predict every N-th frame.")] = 1,
     max_frames: Annotated[Optional[int], typer.Option(  # noqa: UP007
         min=1, help="Videos: stop after this many predicted frames (a camera or stream runs until Ctrl-C).")] = None,
-    min_score: Annotated[Optional[float], typer.Option(  # noqa: UP007
-        min=0, max=1, help="Make masks only for instances scoring at least this (faster; results.json then "
-                           "holds only those; COCO evaluation wants them all).")] = None,
     seed: Annotated[int, typer.Option(help="Seed for a randomly initialized model (--recipe alone).")] = 0,
+    show_threshold: Annotated[Optional[float], former_option("--show-threshold", "--conf", min=0, max=1)] = None,  # noqa: UP007
+    min_score: Annotated[Optional[float], former_option("--min-score", "--conf", min=0, max=1)] = None,  # noqa: UP007
 ) -> None:
-    """Segment images and videos: overlay PNGs plus COCO results (RLE masks) for images, an
-    annotated MP4 plus one JSON line per frame for each video, camera or stream, in --out.
+    """Segment images and videos. For images: an overlay PNG each, results.json (COCO results,
+    RLE masks, each naming its image file) and instances.json (a COCO instances file with the
+    images' names and sizes, to import into CVAT, Label Studio or FiftyOne as pre-annotations).
+    For each video, camera or stream: an annotated MP4 and one JSON line per frame. Instances
+    come best first and score at least --conf; an output never replaces an input.
 
-    Give --weights for a trained or converted checkpoint, or --recipe alone for a randomly
-    initialized model (to try the pipeline). Without inputs, the bundled sample images are used.
-    Ctrl-C closes a video being written (it stays playable).
+    Give --weights, a checkpoint or a model name ('sparseinst models'), or --recipe alone for a
+    randomly initialized model (to try the pipeline). Without inputs, the bundled sample images
+    are used. Ctrl-C closes a video being written (it stays playable).
 
     Examples:
-      sparseinst predict photos/ --weights model.safetensors
-      sparseinst predict street.mp4 --weights model.safetensors --stride 2
+      sparseinst predict photo.jpg --weights r50_giam_aug
+      sparseinst predict photos/ --weights runs/demo/model.safetensors --conf 0.5
+      sparseinst predict street.mp4 --weights r50_giam_aug --stride 2
       sparseinst predict 0 --weights model.safetensors --max-frames 300     # the first camera
-      sparseinst predict --recipe demo --out runs/try
       sparseinst predict photos/ --weights model.onnx --backend onnxruntime
     """
+    from ...deploy.backends import ModelSource
+    from ...inference.batches import predict_files
+    from ...inference.video import collect_sources, predict_videos
+    from ...resources import sample_images
+
+    conf = renamed(conf, "--conf", show_threshold=show_threshold, min_score=min_score)
     paths, videos, problems = collect_sources(inputs) if inputs else (sample_images(), [], [])
-    predictor = ModelSource(weights, recipe, device=device, overrides=tuple(overrides or []), backend=backend,
-                            fast=fast, dtype=dtype, seed=seed).open()
-    predictor.min_score = min_score
-    if recipe is not None:
-        err_console.print(f"[yellow]note:[/] recipe '{recipe}' with random weights: predictions are meaningless")
     for problem in problems:
         err_console.print(f"[red]skipped:[/] {problem}")
     if not paths and not videos:
         raise fail("no images or videos to predict")
+    out = run_folder(out, "predict", exist_ok)
+    model = ModelSource(weights, recipe, device=device, overrides=tuple(overrides or []), backend=backend, fast=fast,
+                        dtype=dtype, seed=seed)
     with ProgressBar() as progress:
-        report = predict_files(predictor, paths, out, show_threshold=show_threshold, overlays=overlays,
-                               progress=progress) if paths else None
-        clips = predict_videos(predictor, videos, out, stride=stride, max_frames=max_frames,
-                               show_threshold=show_threshold, overlays=overlays, progress=progress)
+        predictor = model.open(progress=progress)
+        if recipe is not None:
+            err_console.print(f"[yellow]note:[/] recipe '{recipe}' with random weights: predictions are meaningless")
+        report = predict_files(predictor, paths, out, conf=conf, overlays=overlays, progress=progress) if paths else None
+        clips = predict_videos(predictor, videos, out, stride=stride, max_frames=max_frames, conf=conf,
+                               overlays=overlays, progress=progress)
     if report is not None:
-        console.print(predictions_table(report, show_threshold))
-        console.print(f"results: {report.results_path}  summary: {report.summary_path}")
+        console.print(predictions_table(report))
+        console.print(f"results: {report.results_path}  COCO instances: {report.instances_path}  "
+                      f"summary: {report.summary_path}")
     if clips:
         console.print(videos_table(clips))
     failed = (len(report.failures) if report else 0) + sum(bool(c.error) for c in clips) + len(problems)

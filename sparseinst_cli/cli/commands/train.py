@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from ...engine.trainer import MODEL_FILE, Trainer
-from ...engine.training import train as train_run
 from ..console import console, err_console, fail
 from ..exit_codes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED
 from ..options import RUNS, DeviceOption, Overrides
 from ..progress import ProgressBar
 from ..tables import summary_table, transfer_table
+
+if TYPE_CHECKING:
+    from ...engine.trainer import Trainer
 
 MAX_PROBLEMS_SHOWN = 10
 
@@ -29,9 +30,10 @@ def train(
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
     strict: Annotated[bool, typer.Option(help="Fail on any missing/corrupt image or malformed annotation "
                                                 "instead of skipping it.")] = False,
-    init_from: Annotated[Optional[Path], typer.Option(  # noqa: UP007
-        "--init-from", help="Start from a trained model (native .safetensors, or the authors' .pth/.pkl): "
-                            "what fits is loaded, other classes start fresh (sets model.init_from).")] = None,
+    init_from: Annotated[Optional[str], typer.Option(  # noqa: UP007
+        "--init-from", metavar="FILE|NAME",
+        help="Start from a trained model (native .safetensors, the authors' .pth/.pkl, or a model name from "
+             "'sparseinst models'): what fits is loaded, other classes start fresh (sets model.init_from).")] = None,
     init_strict: Annotated[bool, typer.Option(
         "--init-strict", help="With --init-from: refuse to start if any tensor or class would start fresh.")] = False,
 ) -> None:
@@ -44,10 +46,13 @@ def train(
     Examples:
       sparseinst demo-data data/demo && sparseinst train demo --out runs/demo
       sparseinst train my_data.toml --set train.solver.max_iter=20000 --device cuda
-      sparseinst train finetune.toml --init-from r50_giam_aug.safetensors
+      sparseinst train finetune.toml --init-from r50_giam_aug
       sparseinst train --out runs/demo --resume
       torchrun --nproc-per-node 4 -m sparseinst_cli train r50_giam_coco.toml --device cuda
     """
+    from ...engine.trainer import MODEL_FILE
+    from ...engine.training import train as train_run
+
     if recipe is None and (not resume or out is None):
         raise fail("give a RECIPE (or --resume with --out, the run directory to continue)")
     out = out or RUNS / Path(recipe).stem
