@@ -12,7 +12,7 @@ The Python API, layer by layer (each layer imports only the ones above it in thi
     cli                           the ``sparseinst`` command line (the only user of typer and rich)
 
 >>> from sparseinst_cli import Predictor
->>> instances = Predictor.from_checkpoint("runs/demo/model.safetensors")(["photo.jpg"])[0]
+>>> prediction = Predictor.from_pretrained("r50_giam_aug")("photo.jpg")[0]
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ _EXPORTS = {
     **dict.fromkeys(["generate_demo_dataset"], "sparseinst_cli.data.demo_data"),
     **dict.fromkeys(["Backend", "CocoBackend", "Precision"], "sparseinst_cli.defaults"),
     **dict.fromkeys(["Predictor"], "sparseinst_cli.inference.predictor"),
+    **dict.fromkeys(["Prediction"], "sparseinst_cli.inference.results"),
+    **dict.fromkeys(["MODELS", "ZooModel", "pretrained", "resolve_weights"], "sparseinst_cli.weights.zoo"),
     **dict.fromkeys(["predict_dataset", "predict_files"], "sparseinst_cli.inference.batches"),
     **dict.fromkeys(["ModelSource"], "sparseinst_cli.deploy.backends"),
     **dict.fromkeys(["convert_checkpoint"], "sparseinst_cli.weights.conversion"),

@@ -43,8 +43,10 @@ class SourceFormat(str, Enum):
 
 
 # Instances scoring below this are left out of what predict, the API, video and the IAM figure
-# give. On the trained demo model it keeps most true positives while dropping most of the
-# low-score candidates that only COCO AP wants; eval scores every candidate whatever it is.
+# give; eval scores every candidate whatever it is (COCO AP ranks them all). On the trained demo
+# model's 100 validation images (328 objects, IoU 0.5) 0.3 gives the best F1: 297 instances kept,
+# precision 0.67, recall 0.61; 0.2 keeps 499 at precision 0.43, 0.4 keeps 206 at recall 0.51,
+# and every candidate (762) is 72% false positives.
 CONF = 0.3
 
 DATASET_BATCH_SIZE = 4  # images per forward pass over a dataset (eval, tide)

@@ -77,6 +77,7 @@ DEFAULT_COMPONENTS = {
     "loss": "sparseinst",
 }
 MODEL_FAMILIES = ("backbone", "encoder", "iam", "decoder")
+FORMER_KEYS = {"inference.score_threshold": "inference.conf"}  # read with a warning for one release
 TRAIN_FAMILIES = ("matcher", "loss")
 
 
@@ -105,8 +106,8 @@ class InferenceSection(StrictModel):
             value = data.pop("score_threshold")
             if "conf" in data:
                 raise ValueError("give conf only (score_threshold is its former name)")
-            warnings.warn("inference.score_threshold is deprecated and will be removed; it is now inference.conf",
-                          FutureWarning, stacklevel=2)
+            warnings.warn(f"inference.score_threshold is deprecated and will be removed; it is now "
+                          f"{FORMER_KEYS['inference.score_threshold']}", FutureWarning, stacklevel=2)
             data["conf"] = value
         return data
 
@@ -352,6 +353,11 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
     path = [part.strip() for part in key.strip().split(".")]
     if not sep or not all(path):
         raise RecipeError("override", [f"'{assignment}': expected KEY.PATH=VALUE"], setting="overrides")
+    if ".".join(path) in FORMER_KEYS:
+        current = FORMER_KEYS[".".join(path)]
+        warnings.warn(f"{'.'.join(path)} is deprecated and will be removed; it is now {current}", FutureWarning,
+                      stacklevel=2)
+        path = current.split(".")
     try:
         value = None if raw.strip() == "null" else tomllib.loads(f"v = {raw.strip()}")["v"]
     except tomllib.TOMLDecodeError:

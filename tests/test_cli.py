@@ -79,8 +79,7 @@ def images(tmp_path: Path) -> Path:
 
 def test_predict_with_recipe_writes_overlays_and_coco_results(images: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    result = invoke("predict", str(images), "--recipe", "r50_giam", *SMALL_SETS, "--out", str(out),
-                    "--show-threshold", "0")
+    result = invoke("predict", str(images), "--recipe", "r50_giam", *SMALL_SETS, "--out", str(out), "--conf", "0")
     assert result.exit_code == 0, result.output
     overlay = read_image(out / "a.png")
     assert overlay.shape == (90, 120, 3)
@@ -91,7 +90,8 @@ def test_predict_with_recipe_writes_overlays_and_coco_results(images: Path, tmp_
     counts = [img["instances"] for img in summary["images"]]
     assert len(results) == sum(counts) and all(0 < c <= 10 for c in counts)
     first = results[0]
-    assert set(first) == {"image_id", "category_id", "segmentation", "score", "bbox"}
+    assert set(first) == {"image_id", "file_name", "category_id", "segmentation", "score", "bbox", "area", "iscrowd"}
+    assert first["file_name"] == "a.png" and first["area"] > 0
     assert decode_rle(first["segmentation"]).shape == (90, 120)
     assert first["category_id"] in (1, 2, 3)
 
@@ -116,8 +116,11 @@ def test_predict_argument_errors(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "no such file" in result.output
     not_weights = tmp_path / "bad.safetensors"
     not_weights.write_bytes(b"garbage")
-    result = invoke("predict", str(tmp_path), "--weights", str(not_weights))
+    image = tmp_path / "x.png"
+    write_image(image, np.zeros((32, 32, 3), np.uint8))
+    result = invoke("predict", str(image), "--weights", str(not_weights))
     assert result.exit_code == 2 and "not a safetensors checkpoint" in result.output
+    assert invoke("predict", str(tmp_path / "empty")).exit_code == 2  # nothing to predict: refused first
 
 
 def test_checkpoint_alone_is_enough_to_predict(images: Path, tmp_path: Path) -> None:
@@ -129,9 +132,10 @@ def test_checkpoint_alone_is_enough_to_predict(images: Path, tmp_path: Path) -> 
     assert checkpoint.recipe.dump() == recipe.dump()
     assert not list(tmp_path.glob("*.tmp"))  # the atomic write left nothing behind
 
-    expected = predictor([read_image(images / "a.png")])[0]
+    expected = predictor([read_image(images / "a.png")], conf=0.0)[0]
+    assert len(expected) > 0
     out = tmp_path / "out"
-    result = invoke("predict", str(images / "a.png"), "--weights", str(weights), "--out", str(out))
+    result = invoke("predict", str(images / "a.png"), "--weights", str(weights), "--out", str(out), "--conf", "0")
     assert result.exit_code == 0, result.output
     results = json.loads((out / "results.json").read_text())
     np.testing.assert_allclose([r["score"] for r in results], expected.scores.numpy(), rtol=1e-5)

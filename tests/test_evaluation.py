@@ -172,7 +172,7 @@ def test_categories_are_matched_by_name_then_by_order() -> None:
 def demo_and_weights(tmp_path: Path):
     """Three 64x64 demo images and a small random model with the demo's four classes."""
     data = generate_demo_dataset(tmp_path / "demo", train_images=1, val_images=3, size=(64, 64))
-    recipe = load_recipe("r50_giam", [*SMALL_MODEL, "model.num_classes=4", "inference.score_threshold=0.0",
+    recipe = load_recipe("r50_giam", [*SMALL_MODEL, "model.num_classes=4", "inference.conf=0.0",
                                       "input.min_size_test=64", "input.max_size_test=64"])
     predictor = Predictor.from_recipe(recipe, seed=1)
     return data, save_checkpoint(tmp_path / "model.safetensors", predictor.model, recipe, predictor.categories)
@@ -200,8 +200,10 @@ def test_eval_command_runs_a_model_and_scores_its_results_file(demo_and_weights,
 def test_eval_command_argument_errors(two_images, tmp_path: Path) -> None:
     gt, _ = two_images
     runner = CliRunner()
-    both = runner.invoke(app, ["eval", "--data", str(gt)])
-    assert both.exit_code == 2 and "exactly one of --weights" in both.output
+    neither = runner.invoke(app, ["eval", "--data", str(gt)])  # the zoo's default model, which needs --images
+    assert neither.exit_code == 2 and "needs --images" in neither.output
+    both = runner.invoke(app, ["eval", "--data", str(gt), "--results", str(gt), "--weights", "w.safetensors"])
+    assert both.exit_code == 2 and "not both" in both.output
     missing = runner.invoke(app, ["eval", "--data", str(tmp_path / "nope.json"), "--results", str(gt)])
     assert missing.exit_code == 2 and "no such annotations file" in missing.output
     no_images = runner.invoke(app, ["eval", "--data", str(gt), "--weights", str(tmp_path / "w.safetensors")])

@@ -97,7 +97,9 @@ def test_onnx_metadata_and_refusals(exported, tmp_path: Path) -> None:
 
     with pytest.raises(RecipeError, match="network is fixed"):
         Predictor.from_onnx(onnx_path, overrides=["model.iam.groups=2"])
-    assert Predictor.from_onnx(onnx_path, overrides=["inference.score_threshold=0.5"]).recipe.inference.score_threshold == 0.5
+    assert Predictor.from_onnx(onnx_path, overrides=["inference.conf=0.5"]).recipe.inference.conf == 0.5
+    with pytest.warns(FutureWarning, match="inference.conf"):  # the former name still works, for one release
+        assert Predictor.from_onnx(onnx_path, overrides=["inference.score_threshold=0.6"]).recipe.inference.conf == 0.6
 
 
 def test_static_export_and_the_commands(exported, tmp_path: Path) -> None:

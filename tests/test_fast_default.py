@@ -137,9 +137,10 @@ def test_one_image_alone_is_one_image_not_a_sequence_of_rows_or_characters(check
     rgb = shapes_image(90, 120, seed=8)
     path = tmp_path / "a.png"
     write_image(path, rgb)
-    reference = predictor([rgb])[0]
+    reference = predictor([rgb], conf=0.0)[0]
+    assert len(reference) > 0
     for single in (rgb, rgb[:, :, 0], Image.fromarray(rgb), path, str(path)):
-        results = predictor(single)
+        results = predictor(single, conf=0.0)
         assert len(results) == 1 and results[0].image_size == (90, 120)
         assert torch.equal(results[0].labels, reference.labels)
     stacked = predictor(np.stack([rgb, rgb]))  # (B, H, W, 3): a batch

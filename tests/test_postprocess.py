@@ -46,21 +46,24 @@ def hand_built() -> SparseInstOutput:
 
 def test_scores_labels_rescoring_and_padding_crop(hand_built: SparseInstOutput) -> None:
     # Padded input 16 x 16; the image is the top 12 rows; it was not resized.
-    (result,) = postprocess(hand_built, (16, 16), [(12, 16)], [(12, 16)])
-    # Order is kept (no sorting); maskness of both kept instances is 0.9.
-    torch.testing.assert_close(result.scores, torch.tensor([0.4 * 0.9, 0.6 * 0.9]))
-    assert result.labels.tolist() == [1, 0]
+    (result,) = postprocess(hand_built, (16, 16), [(12, 16)], [(12, 16)], keep_empty=True)
+    # Sorted by score: instance 1, then instance 0; maskness of both kept instances is 0.9.
+    torch.testing.assert_close(result.scores, torch.tensor([0.6 * 0.9, 0.4 * 0.9]))
+    assert result.labels.tolist() == [0, 1]
     assert result.masks.shape == (2, 12, 16) and result.masks.dtype == torch.bool
     # Instance 0 lay in the padding only: nothing is left after the crop.
-    assert not result.masks[0].any()
+    assert not result.masks[1].any()
     # Bilinear x4 of a 2x2-cell block of 0.9 in 0.1: along one axis, 7 -> 0.6 and 8 -> 0.4, so
     # rows/columns 0-7 pass 0.45, except the corner (7, 7): 0.1 + 0.8 * 0.625^2 = 0.41.
     expected = np.zeros((12, 16), dtype=bool)
     expected[:8, :8] = True
     expected[7, 7] = False
-    np.testing.assert_array_equal(result.masks[1].numpy(), expected)
-    assert result.boxes.tolist() == [[0, 0, 0, 0], [0, 0, 8, 8]]
+    np.testing.assert_array_equal(result.masks[0].numpy(), expected)
+    assert result.boxes.tolist() == [[0, 0, 8, 8], [0, 0, 0, 0]]
     assert result.image_size == (12, 16)
+    # Without keep_empty (the default) the empty one is left out.
+    (kept,) = postprocess(hand_built, (16, 16), [(12, 16)], [(12, 16)])
+    assert len(kept) == 1 and torch.equal(kept.masks[0], result.masks[0]) and kept.boxes.tolist() == [[0, 0, 8, 8]]
 
 
 def test_resize_to_original_size(hand_built: SparseInstOutput) -> None:
@@ -68,15 +71,17 @@ def test_resize_to_original_size(hand_built: SparseInstOutput) -> None:
     (result,) = postprocess(hand_built, (16, 16), [(12, 16)], [(6, 8)])
     expected = np.zeros((6, 8), dtype=bool)
     expected[:4, :4] = True
-    np.testing.assert_array_equal(result.masks[1].numpy(), expected)
+    np.testing.assert_array_equal(result.masks[0].numpy(), expected)
 
 
 def test_batch_with_different_image_sizes(hand_built: SparseInstOutput) -> None:
     batch = SparseInstOutput(*(torch.cat([t, t]) for t in hand_built[:3]))
     first, second = postprocess(batch, (16, 16), [(12, 16), (16, 8)], [(12, 16), (32, 16)])
     assert first.masks.shape[1:] == (12, 16) and second.masks.shape[1:] == (32, 16)
-    # In the second image the bottom cells are inside the image, so instance 0 keeps a mask.
-    assert second.masks[0].any() and second.masks[0, :24].sum() == 0
+    # In the second image the bottom cells are inside the image, so instance 0 (second by score)
+    # keeps a mask; in the first it is empty and left out.
+    assert len(first) == 1 and len(second) == 2
+    assert second.masks[1].any() and second.masks[1, :24].sum() == 0
 
 
 def test_thresholds_and_max_detections() -> None:
@@ -86,10 +91,10 @@ def test_thresholds_and_max_detections() -> None:
     masks = torch.full((1, n, 4, 4), 2.0)
     output = SparseInstOutput(logits, objectness, masks)
     (all_kept,) = postprocess(output, (16, 16), [(16, 16)], [(16, 16)])
-    assert len(all_kept) == n
+    assert len(all_kept) == n and (all_kept.scores[:-1] > all_kept.scores[1:]).all()  # best first
     (top_two,) = postprocess(output, (16, 16), [(16, 16)], [(16, 16)], max_detections=2)
-    torch.testing.assert_close(top_two.scores.sort().values, all_kept.scores[-2:].sort().values)
-    (none,) = postprocess(output, (16, 16), [(16, 16)], [(16, 16)], score_threshold=0.99)
+    torch.testing.assert_close(top_two.scores, all_kept.scores[:2])
+    (none,) = postprocess(output, (16, 16), [(16, 16)], [(16, 16)], candidate_threshold=0.99)
     assert len(none) == 0 and none.masks.shape == (0, 16, 16) and none.boxes.shape == (0, 4)
 
 
@@ -139,51 +144,10 @@ def test_predictor_end_to_end_on_a_small_model() -> None:
     from .conftest import shapes_image
 
     predictor = Predictor.from_recipe("r50_giam", overrides=SMALL_MODEL)
-    results = predictor([shapes_image(90, 120), shapes_image(60, 40, seed=1)])
+    results = predictor([shapes_image(90, 120), shapes_image(60, 40, seed=1)], conf=0.0)
     assert [r.image_size for r in results] == [(90, 120), (60, 40)]
     for result in results:
-        assert len(result) <= 10
+        assert 0 < len(result) <= 10
         assert result.masks.shape[1:] == result.image_size
         assert ((result.scores > 0) & (result.scores <= 1)).all()
         assert (result.labels < 3).all()
-
-
-@pytest.mark.parametrize("original", [(90, 120), (61, 77)])
-def test_min_score_keeps_the_confident_instances_with_the_same_masks(original: tuple[int, int]) -> None:
-    generator = torch.Generator().manual_seed(7)
-    output = SparseInstOutput(torch.randn(1, 40, 3, generator=generator) * 3,
-                              torch.randn(1, 40, 1, generator=generator) * 3,
-                              torch.randn(1, 40, 24, 32, generator=generator) * 4)
-    full = postprocess(output, (96, 128), [(90, 120)], [original])[0]
-    min_score = float(full.scores.median())
-    some = postprocess(output, (96, 128), [(90, 120)], [original], min_score=min_score)[0]
-    chosen = full.scores >= min_score
-    assert 0 < len(some) < len(full) and len(some) == int(chosen.sum())
-    for name in ("scores", "labels", "masks", "boxes"):
-        assert torch.equal(getattr(some, name), getattr(full, name)[chosen]), name
-
-
-def test_predict_min_score_writes_only_the_confident_instances(tmp_path) -> None:
-    from typer.testing import CliRunner
-
-    from sparseinst_cli.cli.app import app
-    from sparseinst_cli.data.images import write_image
-
-    from .conftest import shapes_image
-
-    image = tmp_path / "a.png"
-    write_image(image, shapes_image(64, 80))
-    sets = [a for item in (*SMALL_MODEL, "input.min_size_test=64", "input.max_size_test=80") for a in ("--set", item)]
-    runner = CliRunner()
-
-    def run(name: str, *extra: str) -> list[dict]:
-        result = runner.invoke(app, ["predict", str(image), "--recipe", "r50_giam", *sets, "--out", str(tmp_path / name),
-                                     "--no-overlays", *extra])
-        assert result.exit_code == 0, result.output
-        return json.loads((tmp_path / name / "results.json").read_text())
-
-    everything = run("all")
-    middle = sorted(r["score"] for r in everything)[len(everything) // 2]
-    confident = run("some", "--min-score", str(middle))
-    assert 0 < len(confident) < len(everything)
-    assert confident == [r for r in everything if r["score"] >= middle]

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from components.inference_defaults import CANDIDATE_THRESHOLD
 from sparseinst_cli.builder import build_model
 from sparseinst_cli.errors import RecipeError
 from sparseinst_cli.recipe import load_recipe
@@ -44,7 +45,8 @@ def test_defaults_match_spec() -> None:
     assert recipe.input.pixel_mean == (123.675, 116.280, 103.530)
     assert recipe.input.pixel_std == (58.395, 57.120, 57.375)
     assert (recipe.input.min_size_test, recipe.input.max_size_test, recipe.input.size_divisibility) == (640, 853, 32)
-    assert (recipe.inference.score_threshold, recipe.inference.mask_threshold) == (0.005, 0.45)
+    assert (recipe.inference.conf, recipe.inference.mask_threshold) == (0.3, 0.45)
+    assert CANDIDATE_THRESHOLD == 0.005  # SPEC 1.5's cut before the maskness rescoring, not a recipe setting
     assert recipe.inference.max_detections == 100
     assert recipe.model.iam.name == "group" and recipe.model.iam.groups == 4
     assert recipe.model.decoder.num_instances == 100 and recipe.model.decoder.kernel_dim == 128

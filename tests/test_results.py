@@ -17,7 +17,7 @@ from components import SparseInstOutput
 from components.postprocess import postprocess
 from sparseinst_cli.cli.app import app
 from sparseinst_cli.data.images import read_image, write_image
-from sparseinst_cli.errors import SparseInstError
+from sparseinst_cli.errors import RecipeError, SparseInstError
 from sparseinst_cli.inference.drawing import label_box
 from sparseinst_cli.inference.predictor import Predictor
 from sparseinst_cli.inference.results import Prediction
@@ -153,12 +153,17 @@ def test_to_supervision_gives_detections(predictor: Predictor) -> None:
     assert annotated.shape == prediction.image.shape
 
 
-def test_score_threshold_is_the_former_name_of_conf() -> None:
+def test_score_threshold_is_the_former_name_of_conf(tmp_path) -> None:
     with pytest.warns(FutureWarning, match="inference.conf"):
         recipe = load_recipe("r50_giam", ["inference.score_threshold=0.6"])
     assert recipe.inference.conf == 0.6
-    with pytest.raises(Exception, match="give conf only"):
-        load_recipe("r50_giam", ["inference.score_threshold=0.6", "inference.conf=0.5"])
+    written = tmp_path / "mine.toml"
+    written.write_text('extends = "r50_giam"\n[inference]\nscore_threshold = 0.6\n')
+    with pytest.warns(FutureWarning, match="inference.conf"):
+        assert load_recipe(written).inference.conf == 0.6
+    written.write_text('extends = "r50_giam"\n[inference]\nscore_threshold = 0.6\nconf = 0.5\n')
+    with pytest.raises(RecipeError, match="give conf only"):
+        load_recipe(written)
     # A stored recipe's score_threshold was the candidate cut (0.005), not a confidence: dropped.
     stored = load_recipe("r50_giam").dump()
     stored["inference"]["score_threshold"] = 0.005
@@ -193,3 +198,10 @@ def test_predict_takes_conf_and_its_former_names(tmp_path) -> None:
     assert twice.exit_code == 2 and "give --conf once" in twice.output
     # results.json names each image file; every record has a positive area.
     assert {r["file_name"] for r in everything} == {"a.png"} and all(r["area"] > 0 for r in everything)
+
+
+def test_a_random_model_labels_its_classes_by_index() -> None:
+    predictor = Predictor.from_recipe("r50_giam", overrides=SMALL_MODEL + ["model.num_classes=80"])
+    assert predictor.class_names == [f"class_{i}" for i in range(80)]  # not COCO's names, which it does not know
+    named = Predictor.from_recipe("r50_giam", overrides=[*SMALL_MODEL, 'model.class_names=["a", "b", "c"]'])
+    assert named.class_names == ["a", "b", "c"]

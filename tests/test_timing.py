@@ -70,9 +70,10 @@ def test_optimized_model_reproduces_the_plain_one(recipe: str, extra: list[str],
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4 * float(a.abs().max()))
 
     # The same instances come out (masks may flip only at pixels within float noise of the threshold).
-    plain_instances = predictor.predict([shapes_image(90, 120, seed=1)])[0]
+    plain_instances = predictor.predict([shapes_image(90, 120, seed=1)], conf=0.0)[0]
     predictor.model = fast
-    fast_instances = predictor.predict([shapes_image(90, 120, seed=1)])[0]
+    fast_instances = predictor.predict([shapes_image(90, 120, seed=1)], conf=0.0)[0]
+    assert len(plain_instances) > 0
     torch.testing.assert_close(fast_instances.scores, plain_instances.scores, rtol=1e-4, atol=1e-6)
     assert torch.equal(fast_instances.labels, plain_instances.labels)
     assert (fast_instances.masks == plain_instances.masks).float().mean() > 0.9999
@@ -133,8 +134,9 @@ def test_time_command_writes_the_documented_json(tmp_path: Path) -> None:
     assert run.exit_code == 0, run.output
     record = json.loads((tmp_path / "timing.json").read_text())
     assert {"device", "threads", "torch", "timings"} <= set(record)
-    assert [(t["name"], t["input_size"]) for t in record["timings"]] == [
-        ("r50_giam", [64, 85]), ("r50_giam", [96, 128]), ("r50_base", [64, 85]), ("r50_base", [96, 128])]
+    assert [(t["name"], t["input_size"]) for t in record["timings"]] == [  # the fast path by default, as predict
+        ("r50_giam (fast)", [64, 85]), ("r50_giam (fast)", [96, 128]), ("r50_base (fast)", [64, 85]),
+        ("r50_base (fast)", [96, 128])]
     first = record["timings"][0]
     assert {"end_to_end", "fps", "modules", "parameters", "gflops", "padded_size", "batch", "dtype"} <= set(first)
     assert set(first["modules"]) == {*STAGES, *POSTPROCESS_PARTS, UNATTRIBUTED}
@@ -204,3 +206,26 @@ def test_model_variants_run_an_onnx_file_once_on_onnxruntime() -> None:
     assert [(m.name, m.backend.value, m.optimized) for m in models] == [
         ("a", "torch", False), ("a (fast)", "torch", True), ("a (onnxruntime)", "onnxruntime", False),
         ("b (onnxruntime)", "onnxruntime", False)]
+
+
+def test_time_without_a_model_times_the_default_one_on_the_fast_path(tmp_path: Path) -> None:
+    run = CliRunner().invoke(app, ["time", "--per-module", "--runs", "1", "--warmup", "0", "--out", str(tmp_path)])
+    assert run.exit_code == 0, run.output
+    assert "timing the zoo's default model, r50_giam_aug" in " ".join(run.output.split())
+    (timing,) = json.loads((tmp_path / "timing.json").read_text())["timings"]
+    assert timing["name"] == "r50_giam_aug (fast)" and timing["input_size"] == [608, 811]  # its published test size, 4:3
+    assert set(timing["modules"]) == {*STAGES, *POSTPROCESS_PARTS, UNATTRIBUTED}
+
+
+def test_runs_that_spread_more_than_twice_are_flagged() -> None:
+    from sparseinst_cli.analysis.timing import MAX_SPREAD, Stat, Timing, TimingReport
+
+    def timing(fastest: float, slowest: float) -> Timing:
+        return Timing("m", (64, 85), (64, 96), 1, "fp32", "cpu", 5, Stat(fastest, fastest, slowest), 1.0)
+
+    steady, noisy = timing(10.0, 15.0), timing(10.0, 25.0)
+    assert steady.spread == 1.5 and noisy.spread == 2.5 > MAX_SPREAD
+    report = TimingReport("cpu", 2, "x", [steady, noisy])
+    (notice,) = report.notices
+    assert "2.5x the fastest" in notice.message and notice.setting == "runs"
+    assert report.to_json()["timings"][1]["spread"] == 2.5

@@ -57,7 +57,7 @@ def test_a_video_gives_an_annotated_video_and_one_record_per_frame_equal_to_imag
     clip = write_clip(tmp_path / "clip.mp4")
     out = tmp_path / "out"
     run = CliRunner().invoke(app, ["predict", str(clip), "--weights", str(checkpoint), "--out", str(out),
-                                   "--show-threshold", "0"])  # record every instance, as images do
+                                   "--conf", "0"])  # record every instance, as images do
     assert run.exit_code == 0, run.output
     annotated = read_frames(out / "clip.mp4")
     assert len(annotated) == FRAMES and annotated[0].shape == (HEIGHT, WIDTH, 3)
@@ -66,7 +66,7 @@ def test_a_video_gives_an_annotated_video_and_one_record_per_frame_equal_to_imag
     assert records[3]["time"] == pytest.approx(3 / FPS, abs=1e-3)
     predictor = Predictor.from_checkpoint(checkpoint)
     for index, frame in enumerate(read_frames(clip)):
-        expected = coco_results(predictor([frame], bgr=True)[0], index, predictor.categories)
+        expected = coco_results(predictor([frame], bgr=True, conf=0.0)[0], index, predictor.categories)
         got = records[index]["instances"]
         assert len(got) == len(expected) > 0
         assert [r["segmentation"] for r in got] == [r["segmentation"] for r in expected]
@@ -84,13 +84,12 @@ def test_stride_max_frames_and_json_only(checkpoint, tmp_path):
     records = [json.loads(line) for line in (tmp_path / "out" / "clip.jsonl").read_text().splitlines()]
     assert [r["frame"] for r in records] == [0, 3, 6, 9, 12] and report.frames == 5
     assert report.video is None and not (tmp_path / "out" / "clip.mp4").exists()
-    every = predictor([read_frames(clip)[0]], bgr=True)[0]
+    every = predictor([read_frames(clip)[0]], bgr=True, conf=0.0)[0]
     confident = int((every.scores >= 0.45).sum())
     assert 0 < confident < len(every)  # the threshold below splits this frame's instances
-    predict_video(predictor, clip, tmp_path / "shown", max_frames=1, overlays=False, show_threshold=0.45)
+    predict_video(predictor, clip, tmp_path / "shown", max_frames=1, overlays=False, conf=0.45)
     first = json.loads((tmp_path / "shown" / "clip.jsonl").read_text().splitlines()[0])
     assert len(first["instances"]) == confident and all(i["score"] >= 0.45 for i in first["instances"])
-    assert predictor.min_score is None  # restored
 
 
 def test_a_truncated_video_is_reported_and_skipped_while_images_go_on(checkpoint, tmp_path):
@@ -114,11 +113,11 @@ def test_ctrl_c_closes_a_playable_video(checkpoint, tmp_path):
     calls = {"n": 0}
     predict = predictor.predict
 
-    def interrupted(images, bgr=False):
+    def interrupted(images, bgr=False, conf=None):
         calls["n"] += 1
         if calls["n"] == 6:
             raise KeyboardInterrupt
-        return predict(images, bgr=bgr)
+        return predict(images, bgr=bgr, conf=conf)
 
     predictor.predict = interrupted
     with pytest.raises(KeyboardInterrupt):
