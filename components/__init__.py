@@ -21,8 +21,20 @@ _EXPORTS = {  # the rest load torch: imported when first used
     **dict.fromkeys(["Instances"], "postprocess"),  # the function is components.postprocess.postprocess
 }
 
-__all__ = sorted([*_EXPORTS, "ComponentError", "SparseInstError", "WeightsError", "FAMILIES", "UnknownComponentError",
-                  "build", "register", "registry"])
+__all__ = [
+    "FAMILIES",
+    "ComponentError",
+    "Instances",
+    "SparseInst",
+    "SparseInstDecoder",
+    "SparseInstError",
+    "SparseInstOutput",
+    "UnknownComponentError",
+    "WeightsError",
+    "build",
+    "register",
+    "registry",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -90,8 +90,9 @@ def test_predict_with_recipe_writes_overlays_and_coco_results(images: Path, tmp_
     counts = [img["instances"] for img in summary["images"]]
     assert len(results) == sum(counts) and all(0 < c <= 10 for c in counts)
     first = results[0]
-    assert set(first) == {"image_id", "file_name", "category_id", "segmentation", "score", "bbox", "area", "iscrowd"}
-    assert first["file_name"] == "a.png" and first["area"] > 0
+    assert set(first) == {"image_id", "file_name", "category_id", "category_name", "segmentation", "score", "bbox",
+                          "area", "iscrowd"}
+    assert first["file_name"] == "a.png" and first["area"] > 0 and first["category_name"].startswith("class_")
     assert decode_rle(first["segmentation"]).shape == (90, 120)
     assert first["category_id"] in (1, 2, 3)
 

@@ -24,8 +24,8 @@ from components.pretrained import (
 from sparseinst_cli.builder import build_model
 from sparseinst_cli.checkpoint import load_model
 from sparseinst_cli.cli.app import app
-from sparseinst_cli.weights.conversion import BACKBONE_FORMAT, convert_checkpoint
 from sparseinst_cli.recipe import load_recipe
+from sparseinst_cli.weights.conversion import BACKBONE_FORMAT, convert_checkpoint
 
 from .official_reference import (
     official_forward,

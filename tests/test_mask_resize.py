@@ -7,13 +7,12 @@ import torch
 import torch.nn.functional as F
 
 from components import SparseInstOutput
-from components.postprocess import postprocess
 from components.mask_resize import (
     kernel_agrees_with_torch,
     reference_resize_and_threshold,
     resize_and_threshold,
 )
-from components.postprocess import MASK_THRESHOLD, masks_to_boxes
+from components.postprocess import MASK_THRESHOLD, masks_to_boxes, postprocess
 
 THRESHOLD = torch.tensor(MASK_THRESHOLD, dtype=torch.float32)
 # (low-resolution size, padded input size, resized image size, original size)

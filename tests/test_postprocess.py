@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
@@ -10,8 +9,7 @@ import pytest
 import torch
 
 from components import SparseInstOutput
-from components.postprocess import postprocess
-from components.postprocess import maskness, masks_to_boxes
+from components.postprocess import maskness, masks_to_boxes, postprocess
 from sparseinst_cli.data.images import pad_batch, resized_shape
 from sparseinst_cli.inference.predictor import Predictor
 

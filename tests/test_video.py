@@ -72,6 +72,7 @@ def test_a_video_gives_an_annotated_video_and_one_record_per_frame_equal_to_imag
         assert [r["segmentation"] for r in got] == [r["segmentation"] for r in expected]
         assert [r["score"] for r in got] == [r["score"] for r in expected]
         assert [r["bbox"] for r in got] == [r["bbox"] for r in expected]
+        assert [r["category_name"] for r in got] == [predictor.class_names[r["category_id"] - 1] for r in expected]
     summary = json.loads((out / "videos.json").read_text())
     assert summary[0]["frames"] == FRAMES and summary[0]["codec"] == "mp4v" and summary[0]["error"] is None
     assert not list(out.glob(".*partial*"))

@@ -31,8 +31,8 @@ from ..data.datasets import (
     is_integer,
     segmentation_problem,
 )
-from ..deploy.backends import ModelSource
 from ..defaults import DATASET_BATCH_SIZE, CocoBackend
+from ..deploy.backends import ModelSource
 from ..errors import Notice, ResultsError, SparseInstError
 from ..files import read_json, write_json
 from ..inference.batches import RESULTS_FILE, predict_dataset

@@ -3,7 +3,6 @@ those are imported where a table is made, after the work: a command's help stays
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.markup import escape

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..data.coco import match_categories
-from ..errors import SparseInstError
 from ..defaults import Backend, Precision
+from ..errors import SparseInstError
 from ..inference.predictor import Predictor, resolve_device
 from ..progress import SILENT, Progress
 from ..weights.zoo import resolve_weights

@@ -61,7 +61,7 @@ def predict_files(
 ) -> PredictReport:
     """Predict each image, keeping the instances scoring at least ``conf`` (default: the model's
     ``inference.conf``), and write into ``out_dir``: an overlay per image, ``results.json`` (COCO
-    results, each naming its image file), ``instances.json`` (a COCO instances file with the
+    results, each naming its image file and class), ``instances.json`` (a COCO instances file with the
     images' file names and sizes, for a labeling tool to import) and ``summary.json``. An output
     that would replace one of the images is refused before anything is written; a missing or
     corrupt image is recorded, reported and skipped."""
@@ -89,7 +89,8 @@ def predict_files(
         else:
             entry.height, entry.width = image.shape[:2]
             entry.instances = len(prediction)
-            results.extend({**record, "file_name": file_name} for record in prediction.to_coco(image_id))
+            results.extend({**record, "category_name": name, "file_name": file_name}
+                           for record, name in zip(prediction.to_coco(image_id), prediction.names))
             if overlays:
                 write_image(out_dir / overlay, prediction.plot())
                 entry.overlay = overlay
@@ -112,8 +113,8 @@ def predict_files(
 def coco_instances(report: PredictReport, results: list[dict], categories: list[dict]) -> dict:
     """A COCO instances file of the predicted images: ``images`` (id, file_name, height, width),
     ``categories`` and ``annotations`` (the results with ids; each keeps its score)."""
-    annotations = [{key: value for key, value in record.items() if key != "file_name"} | {"id": number}
-                   for number, record in enumerate(results, start=1)]
+    annotations = [{key: value for key, value in record.items() if key not in ("file_name", "category_name")}
+                   | {"id": number} for number, record in enumerate(results, start=1)]
     images = [{"id": r.image_id, "file_name": r.file_name, "height": r.height, "width": r.width}
               for r in report.images if not r.error]
     return {"info": {"description": "sparseinst predictions", "conf": report.conf}, "images": images,

@@ -19,8 +19,8 @@ from components.postprocess import postprocess
 from ..builder import build_model
 from ..checkpoint import load_model
 from ..data.coco import default_categories
-from ..defaults import Precision
 from ..data.images import as_rgb_array, pad_batch, resized_shape
+from ..defaults import Precision
 from ..errors import RecipeError, SparseInstError
 from ..progress import SILENT, Progress
 from ..recipe import Recipe, load_recipe, recipe_from_data

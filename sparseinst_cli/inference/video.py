@@ -7,7 +7,8 @@ a multi-core CPU the throughput approaches the model's own latency.
 
 Outputs per source, in the output folder: ``STEM.mp4`` (the annotated video: same size, the
 source's frame rate divided by the stride, codec ``VIDEO_CODEC``) and ``STEM.jsonl`` (per
-frame: index, time in seconds, instances with COCO RLE masks, scores, category ids, boxes).
+frame: index, time in seconds, instances best first with COCO RLE masks, scores, category ids and
+names, boxes).
 Both are written under temporary names and renamed when the source ends or on Ctrl-C (the
 video is closed, so it stays playable); a killed run leaves no half file under the final names.
 """
@@ -26,7 +27,6 @@ from pathlib import Path
 
 import cv2
 
-from ..data.coco import coco_results
 from ..data.images import collect_images, files_under
 from ..errors import ImageError
 from ..files import output_folder, refuse_overwriting, write_json
@@ -277,8 +277,8 @@ def _write(results: queue.Queue, writer, records, predictor: Predictor, failures
 
 def _write_frame(item, writer, records, predictor: Predictor) -> None:
     index, timestamp, frame, instances = item
-    detections = [{key: value for key, value in record.items() if key != "image_id"}
-                  for record in coco_results(instances, index, predictor.categories)]
+    detections = [{key: value for key, value in record.items() if key != "image_id"} | {"category_name": name}
+                  for record, name in zip(instances.to_coco(index), instances.names)]
     records.write(json.dumps({"frame": index, "time": round(timestamp, 4), "instances": detections},
                              separators=(",", ":")) + "\n")
     if writer is not None:
