@@ -356,6 +356,23 @@ def test_models_command_lists_every_model_and_writes_json(tmp_path, monkeypatch)
                                "file_id", "sha256", "size", "notes"}
 
 
+def test_models_name_shows_one_model_with_its_source(tmp_path, monkeypatch) -> None:
+    from sparseinst_cli.cli.app import app as real_app
+
+    monkeypatch.setenv(zoo.HOME_VARIABLE, str(tmp_path / "home"))
+    monkeypatch.setenv("COLUMNS", "200")
+    model = zoo.find_model("r50vd_dcn_giam_aug")
+    card = CliRunner().invoke(real_app, ["models", model.name])
+    assert card.exit_code == 0, card.output
+    for text in (model.url, "37.4", "37.9", "MIT", "608", str(zoo.converted_path(model.name)), "(not yet)",
+                 "38.1 AP test-dev"):
+        assert text in card.output, text
+    typo = CliRunner().invoke(real_app, ["models", "r50_gam"])
+    assert typo.exit_code == 2 and "did you mean 'r50_giam'?" in typo.output
+    listed = CliRunner().invoke(real_app, ["models"])
+    assert listed.exit_code == 0 and "MIT" in listed.output and "sparseinst models NAME" in listed.output
+
+
 def test_plain_progress_of_a_download_is_in_megabytes() -> None:
     console = Console(file=io.StringIO(), force_terminal=False, width=200)
     with ProgressBar(console, PlainCadence(steps=1)) as progress:
