@@ -136,7 +136,10 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
             with path.open("rb") as handle:
                 data = _ArraysOnlyUnpickler(handle, encoding="latin1").load()
         else:
-            data = torch.load(path, map_location="cpu", weights_only=True)
+            try:
+                data = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as exc:  # noqa: BLE001 - torch raises many types; each means one of three things
+                raise _unreadable_torch_file(path, exc) from None
     except WeightsError:
         raise
     except Exception as exc:  # noqa: BLE001 - any failure to read is the same user error
@@ -155,6 +158,19 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     if not tensors:
         raise WeightsError(f"{path}: holds no tensors")
     return tensors
+
+
+def _unreadable_torch_file(path: Path, exc: Exception) -> WeightsError:
+    """What ``torch.load(weights_only=True)``'s failure means, in one line (its own message
+    suggests ``weights_only=False``, which would run whatever code the file holds)."""
+    text = str(exc)
+    refused = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)", text)
+    if refused:
+        return WeightsError(f"{path}: holds Python objects besides tensors ({refused.group(1)}), which are never "
+                            f"unpickled here because that could run code; save its state dict alone")
+    if "zip archive" in text:
+        return WeightsError(f"{path}: a truncated or corrupt PyTorch checkpoint (its zip archive is incomplete)")
+    return WeightsError(f"{path}: not a PyTorch checkpoint (neither a zip archive nor a pickle of tensors)")
 
 
 def load_strict(module: nn.Module, state: Mapping[str, Tensor], source: str = "weights") -> None:

@@ -155,9 +155,25 @@ def test_checkpoints_that_run_code_are_refused(tmp_path, suffix: str) -> None:
         source.write_bytes(pickle.dumps(payload))
     else:
         torch.save(payload, source)
-    with pytest.raises(WeightsError, match="refusing to unpickle posix.system|cannot read weights"):
+    with pytest.raises(WeightsError, match="refusing to unpickle posix.system|holds Python objects besides tensors "
+                                           r"\(posix.system\)"):
         read_state_dict(source)
     assert not marker.exists()
+
+
+def test_unreadable_pth_files_are_named_for_what_they_are(tmp_path) -> None:
+    """One line each, never torch's advice to load with weights_only=False (which would run code)."""
+    text, garbage, truncated = tmp_path / "notes.pth", tmp_path / "noise.pth", tmp_path / "cut.pth"
+    text.write_text("hello, these are notes\n")
+    garbage.write_bytes(bytes(range(256)) * 64)
+    torch.save({"model": {"a": torch.ones(1000)}}, truncated)
+    truncated.write_bytes(truncated.read_bytes()[:2000])
+    for path, reason in ((text, "not a PyTorch checkpoint"), (garbage, "not a PyTorch checkpoint"),
+                         (truncated, "a truncated or corrupt PyTorch checkpoint")):
+        with pytest.raises(WeightsError) as error:
+            read_state_dict(path)
+        message = str(error.value)
+        assert message.startswith(f"{path}: {reason}") and "weights_only" not in message and "\n" not in message
 
 
 def test_strictness_lists_every_problem(tmp_path) -> None:
