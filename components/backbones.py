@@ -20,6 +20,7 @@ from .frozen_norm import folded_weight_and_bias
 from .registry import register
 
 FROZEN_BN_EPS = 1e-5
+OFFICIAL_FREEZE_AT = 0  # every official SparseInst config trains the stem and every stage (FREEZE_AT: 0)
 DCN_OFFSET_CHANNELS = 18  # DCNv1, one deformable group: (dy, dx) for each of the 3x3 taps
 BOTTLENECK_EXPANSION = 4
 
@@ -212,7 +213,7 @@ def _resnet_factory(
         stem_width: PositiveInt = default_stem_width,
         base_width: PositiveInt = 64,
         deform_stages: tuple[Stage, ...] = (),
-        freeze_at: FreezeAt = 2,
+        freeze_at: FreezeAt = OFFICIAL_FREEZE_AT,
         weights: str | None = None,
     ) -> ResNet:
         model = ResNet(

@@ -166,3 +166,18 @@ def test_official_initialization() -> None:
     assert decoder.mask_kernel.bias.abs().sum() == 0
     assert decoder.iam.conv.groups == 4 and decoder.iam.conv.weight.shape == (400, 64, 3, 3)
     assert decoder.iam.group_fc.weight.shape == (1024, 1024)
+
+
+@pytest.mark.parametrize("recipe", ["r50_base", "r50_giam", "r50_giam_aug", "r50_giam_softmax", "r50_dcn_giam_aug",
+                                    "r50vd_base", "r50vd_giam", "r50vd_giam_aug", "r50vd_dcn_giam",
+                                    "r50vd_dcn_giam_aug", "r101_giam", "r101_dcn_giam"])
+def test_resnet_recipes_train_what_the_official_configs_train(recipe: str) -> None:
+    """Every official config sets FREEZE_AT: 0: the stem and res2 train too (their norms stay frozen)."""
+    from sparseinst_cli.builder import build_model
+    from sparseinst_cli.recipe import load_recipe
+
+    backbone = build_model(load_recipe(recipe)).backbone
+    frozen = [name for name, parameter in backbone.named_parameters() if not parameter.requires_grad]
+    assert frozen == []
+    stem_and_res2 = sum(p.numel() for n, p in backbone.named_parameters() if n.startswith(("stem.", "res2.")))
+    assert stem_and_res2 > 0.2e6  # the 0.22 M (R-50) weights a frozen res2 would leave untrained

@@ -6,9 +6,11 @@ import json
 import re
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
+from pycocotools import mask as mask_utils
 
 from sparseinst_cli.data.coco import encode_rle
 from sparseinst_cli.data.datasets import CocoInstances, ImageInfo, Sample
@@ -20,6 +22,7 @@ from sparseinst_cli.data.transforms import (
     TrainTransform,
     collate,
     random_crop,
+    resize,
 )
 from sparseinst_cli.errors import DatasetError, ImageError
 from sparseinst_cli.recipe import AugmentationSection, InputSection
@@ -400,3 +403,106 @@ def test_pipeline_keeps_image_and_masks_aligned(tmp_path: Path) -> None:
         assert batch.image_sizes[b] == (80, 120)
         assert torch.equal(painted[b, :80, :120], batch.masks[b][0, :80, :120].bool())
         assert batch.masks[b][0].sum() == 1600 and batch.masks[b][0, 80:].sum() == batch.masks[b][0, :, 120:].sum() == 0
+
+
+# ------------------------------------------------------------- polygons drawn at the training size
+
+STAR = [[30.0, 4.0, 35.0, 22.0, 54.0, 22.0, 39.0, 33.0, 44.0, 51.0, 30.0, 40.0, 16.0, 51.0, 21.0, 33.0, 6.0, 22.0,
+         25.0, 22.0]]  # a five-pointed star, concave, in a 60 x 80 image
+SPECK = [[61.0, 10.0, 66.5, 11.0, 64.0, 15.5]]  # a 5-pixel triangle
+
+
+def polygon_sample(segmentations: list) -> Sample:
+    height, width = 60, 80
+    image = np.random.default_rng(1).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    from sparseinst_cli.data.datasets import decode_masks
+
+    masks = decode_masks(segmentations, height, width)
+    polygons = tuple(s if isinstance(s, list) else None for s in segmentations)
+    return Sample(image, masks, np.arange(len(segmentations), dtype=np.int64), 3, "p.png", polygons)
+
+
+def drawn(parts: list[list[float]], height: int, width: int, map_x, map_y) -> np.ndarray:
+    """The polygon with each vertex moved by (map_x, map_y), rasterized by pycocotools at (height, width)."""
+    moved = [[value for x, y in zip(part[::2], part[1::2]) for value in (map_x(x), map_y(y))] for part in parts]
+    return mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(moved, height, width)))
+
+
+def test_polygons_are_drawn_at_the_training_size() -> None:
+    """Upscaled 2.5x and shrunk 0.4x: exactly pycocotools' drawing of the scaled polygons (as
+    detectron2 makes its targets); the nearest-neighbour resize of the original mask differs."""
+    sample = polygon_sample([STAR, SPECK])
+    for short, size in ((150, (150, 200)), (24, (24, 32))):
+        out = TrainTransform(augmentation(min_sizes=(short,), max_size=1000, flip=False))(
+            sample, np.random.default_rng(0))
+        assert tuple(out.image.shape[1:]) == size
+        sx, sy = size[1] / 80, size[0] / 60
+        for k, parts in enumerate((STAR, SPECK)):
+            expected = drawn(parts, *size, lambda x: x * sx, lambda y: y * sy)
+            assert np.array_equal(out.masks[k].numpy(), expected), (short, k)
+        nearest = resize(sample.image, sample.masks, size)[1]
+        assert not np.array_equal(nearest[0], out.masks[0].numpy())  # what the targets were before
+
+
+def test_flipped_and_cropped_polygons_are_drawn_from_moved_vertices() -> None:
+    sample = polygon_sample([STAR])
+    flipped = None
+    for seed in range(10):
+        out = TrainTransform(augmentation(min_sizes=(60,), max_size=1000, flip=True))(sample, np.random.default_rng(seed))
+        if not torch.equal(out.image, torch.from_numpy(sample.image).permute(2, 0, 1)):
+            flipped = out
+            break
+    assert flipped is not None
+    expected = drawn(STAR, 60, 80, lambda x: 80 - x, lambda y: y)  # mirrored vertices, drawn
+    assert np.array_equal(flipped.masks[0].numpy(), expected)
+    # A crop cuts the star: the vertices are clipped to the window, then drawn.
+    transform = TrainTransform(augmentation(min_sizes=(60,), max_size=1000, flip=False, crop=True, crop_prob=1.0,
+                                            crop_resize_sizes=(60,), crop_size_range=(30, 30)))
+    out = transform(sample, np.random.default_rng(3))
+    assert tuple(out.image.shape[1:]) == (60, 60)
+    top, left = locate(out.image.permute(1, 2, 0).numpy(), sample.image)
+    reference = drawn(STAR, 240, 320, lambda x: x * 4, lambda y: y * 4)  # 4x finer, then the same window
+    window = reference[top * 4:(top + 30) * 4, left * 4:(left + 30) * 4]
+    coverage = window.reshape(30, 4, 30, 4).mean(axis=(1, 3))
+    resized_coverage = cv2.resize(coverage.astype(np.float32), (60, 60), interpolation=cv2.INTER_LINEAR)
+    agree = (out.masks[0].numpy() == (resized_coverage >= 0.5)).mean()
+    assert out.masks[0].sum() > 0 and agree > 0.97
+
+
+def locate(crop: np.ndarray, image: np.ndarray) -> tuple[int, int]:
+    """Where a 30 x 30 window, shown 2x, was cut from the image: the offset that matches best."""
+    small = cv2.resize(crop, (30, 30), interpolation=cv2.INTER_AREA).astype(np.int32)
+    errors = {(t, s): np.abs(image[t:t + 30, s:s + 30].astype(np.int32) - small).mean()
+              for t in range(image.shape[0] - 29) for s in range(image.shape[1] - 29)}
+    return min(errors, key=errors.get)
+
+
+def test_clipping_a_polygon_to_a_box() -> None:
+    from sparseinst_cli.data.polygons import clip_to_box, crop
+
+    square = np.array([[-5.0, -5.0], [5.0, -5.0], [5.0, 5.0], [-5.0, 5.0]])
+    clipped = clip_to_box(square, 10, 10)
+    assert polygon_area(clipped) == pytest.approx(25.0)
+    assert clipped.min() >= 0 and clipped.max() <= 10
+    assert len(clip_to_box(square + 100, 10, 10)) == 0  # wholly outside: nothing left
+    assert crop([square + 100], 0, 0, 10, 10) == []
+    inside = np.array([[1.0, 1.0], [4.0, 1.0], [2.0, 3.0]])
+    assert np.allclose(clip_to_box(inside, 10, 10), inside)  # wholly inside: unchanged
+    star = np.asarray(STAR[0]).reshape(-1, 2)  # concave: cut at y = 30, the two pieces add up to the whole
+    upper, lower = clip_to_box(star, 80, 30), clip_to_box(star - (0, 30), 80, 30)
+    assert polygon_area(upper) + polygon_area(lower) == pytest.approx(polygon_area(star))
+    assert upper[:, 1].max() == pytest.approx(30.0) and 0 < polygon_area(lower) < polygon_area(upper)
+
+
+def polygon_area(points: np.ndarray) -> float:
+    x, y = points[:, 0], points[:, 1]
+    return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
+
+
+def test_rle_masks_keep_the_nearest_neighbour_resize() -> None:
+    rle = mask_utils.encode(np.asfortranarray(rect_mask(10, 20, 30, 50, 60, 80)))
+    rle["counts"] = rle["counts"].decode()
+    sample = polygon_sample([rle, STAR])
+    assert sample.polygons == (None, STAR)
+    out = TrainTransform(augmentation(min_sizes=(24,), max_size=1000, flip=False))(sample, np.random.default_rng(0))
+    assert np.array_equal(out.masks[0].numpy(), resize(sample.image, sample.masks, (24, 32))[1][0])

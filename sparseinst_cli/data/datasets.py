@@ -37,6 +37,9 @@ class Sample(NamedTuple):
     labels: np.ndarray  # (K,) int64 contiguous labels
     image_id: int
     file_name: str
+    # Per instance: its COCO polygons (flat x, y lists) when the file gives polygons, None for an
+    # RLE; training rasterizes polygons at the size it resizes to (empty: every mask is a raster).
+    polygons: tuple[list[list[float]] | None, ...] = ()
 
 
 class Issue(NamedTuple):
@@ -163,7 +166,9 @@ class CocoInstances(Dataset):
                 f"{path}: image is {image.shape[0]}x{image.shape[1]} but {self.annotations_file.name} "
                 f"says {height}x{width}"
             )
-        return Sample(image, decode_masks(segms, height, width), np.array(labels, dtype=np.int64), image_id, file_name)
+        polygons = tuple(segm if isinstance(segm, list) else None for segm in segms)
+        return Sample(image, decode_masks(segms, height, width), np.array(labels, dtype=np.int64), image_id, file_name,
+                      polygons)
 
     # -- reading -------------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 
 from ..errors import ImageError
 from ..recipe import AugmentationSection, InputSection
+from . import polygons
 from .datasets import CocoInstances, Sample
 from .images import pad_batch, resized_shape
 
@@ -66,8 +67,10 @@ class TrainTransform:
 
     Images are resized with ``cv2.INTER_AREA`` when shrinking and ``INTER_LINEAR`` when enlarging
     (close to detectron2's PIL bilinear, which filters when shrinking, and to inference's
-    antialiased resize); masks with nearest-neighbour sampling at pixel centres (PIL's
-    ``NEAREST``, as detectron2 resizes bitmasks). Instances whose mask becomes empty are dropped.
+    antialiased resize). Polygon annotations move with the image (scaled, clipped to the crop,
+    mirrored) and are rasterized at the final size, as detectron2 does; RLE masks are resized
+    with nearest-neighbour sampling at pixel centres (PIL's ``NEAREST``, as detectron2 resizes
+    bitmasks). Instances whose mask becomes empty are dropped.
     """
 
     def __init__(self, augmentation: AugmentationSection) -> None:
@@ -81,16 +84,21 @@ class TrainTransform:
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> TrainSample:
         image, masks, labels = sample.image, sample.masks, sample.labels
+        outlines = {k: polygons.as_arrays(parts) for k, parts in enumerate(sample.polygons) if parts is not None}
         if self.crop and rng.random() < self.crop_prob:
             short = self.crop_resize_sizes[rng.integers(len(self.crop_resize_sizes))]
-            image, masks = resize(image, masks, resized_shape(*image.shape[:2], short, sys.maxsize))
-            image, masks = random_crop(image, masks, self.crop_size_range, rng)
-            masks, labels = drop_empty(masks, labels)
+            image, masks, outlines = resize(image, masks, resized_shape(*image.shape[:2], short, sys.maxsize), outlines)
+            image, masks, outlines = random_crop(image, masks, self.crop_size_range, rng, outlines)
         short = self.min_sizes[rng.integers(len(self.min_sizes))]
-        image, masks = resize(image, masks, resized_shape(*image.shape[:2], short, self.max_size))
-        masks, labels = drop_empty(masks, labels)
+        image, masks, outlines = resize(image, masks, resized_shape(*image.shape[:2], short, self.max_size), outlines)
         if self.flip and rng.random() < 0.5:
             image, masks = image[:, ::-1], masks[:, :, ::-1]
+            outlines = {k: polygons.flip(parts, image.shape[1]) for k, parts in outlines.items()}
+        if outlines:
+            masks = np.array(masks)  # a copy to draw into
+            for k, parts in outlines.items():
+                masks[k] = polygons.rasterize(parts, *image.shape[:2])
+        masks, labels = drop_empty(masks, labels)
         return TrainSample(
             image=torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
             masks=torch.from_numpy(np.ascontiguousarray(masks, dtype=np.uint8)),
@@ -99,17 +107,23 @@ class TrainTransform:
         )
 
 
-def resize(image: np.ndarray, masks: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Image (H, W, 3) and masks (K, H, W) resized to ``size`` = (h, w)."""
+Outlines = dict[int, polygons.Polygons]  # instance index -> its polygon parts, in the image's coordinates
+
+
+def resize(image: np.ndarray, masks: np.ndarray, size: tuple[int, int],
+           outlines: Outlines | None = None) -> tuple[np.ndarray, np.ndarray, Outlines]:
+    """Image (H, W, 3), masks (K, H, W) and polygon outlines resized to ``size`` = (h, w)."""
+    outlines = outlines or {}
     height, width = image.shape[:2]
     new_h, new_w = size
     if (new_h, new_w) == (height, width):
-        return image, masks
+        return image, masks, outlines
     interpolation = cv2.INTER_AREA if new_h * new_w < height * width else cv2.INTER_LINEAR
     image = cv2.resize(np.ascontiguousarray(image), (new_w, new_h), interpolation=interpolation)
     rows = _nearest_indices(height, new_h)
     cols = _nearest_indices(width, new_w)
-    return image, masks.take(rows, axis=1).take(cols, axis=2)
+    outlines = {k: polygons.scale(parts, new_w / width, new_h / height) for k, parts in outlines.items()}
+    return image, masks.take(rows, axis=1).take(cols, axis=2), outlines
 
 
 def _nearest_indices(old: int, new: int) -> np.ndarray:
@@ -118,16 +132,20 @@ def _nearest_indices(old: int, new: int) -> np.ndarray:
 
 
 def random_crop(
-    image: np.ndarray, masks: np.ndarray, size_range: tuple[int, int], rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    """A window of absolute size drawn from ``size_range`` per side (clipped to the image), uniform position."""
+    image: np.ndarray, masks: np.ndarray, size_range: tuple[int, int], rng: np.random.Generator,
+    outlines: Outlines | None = None,
+) -> tuple[np.ndarray, np.ndarray, Outlines]:
+    """A window of absolute size drawn from ``size_range`` per side (clipped to the image), uniform
+    position; polygon outlines are clipped to it."""
     height, width = image.shape[:2]
     low, high = size_range
     crop_h = int(rng.integers(min(height, low), min(height, high) + 1))
     crop_w = int(rng.integers(min(width, low), min(width, high) + 1))
     top = int(rng.integers(height - crop_h + 1))
     left = int(rng.integers(width - crop_w + 1))
-    return image[top : top + crop_h, left : left + crop_w], masks[:, top : top + crop_h, left : left + crop_w]
+    outlines = {k: polygons.crop(parts, left, top, crop_w, crop_h) for k, parts in (outlines or {}).items()}
+    return (image[top : top + crop_h, left : left + crop_w], masks[:, top : top + crop_h, left : left + crop_w],
+            outlines)
 
 
 def drop_empty(masks: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

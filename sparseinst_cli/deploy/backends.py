@@ -39,10 +39,11 @@ def is_checkpoint(source: str | Path) -> bool:
 @dataclass(frozen=True)
 class ModelSource:
     """A model and how to run it. Exactly one of ``weights`` (a checkpoint, or the name of a zoo
-    model: downloaded and converted on first use) or ``recipe`` (random weights, seeded). On PyTorch the fast path (batch norm folded, NHWC, Winograd in fp32 on CPU:
-    the plain model's instances, to float tolerance) is the default; ``fast=False`` runs the model
-    as trained. A ``dtype`` other than fp32 (``auto``: bf16 where native) implies the fast path;
-    ``compile`` adds ``torch.compile``."""
+    model: downloaded and converted on first use) or ``recipe`` (random weights, seeded). On
+    PyTorch the fast path (batch norm folded, NHWC, Winograd in fp32 on CPU: the plain model's
+    instances, to float tolerance) is the default; ``fast=False`` runs the model as trained. A
+    ``dtype`` other than fp32 (``auto``: bf16 where native) implies the fast path; ``compile``
+    adds ``torch.compile``."""
 
     weights: Path | str | None = None
     recipe: str | None = None
