@@ -126,7 +126,7 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     """
     path = Path(path)
     if not path.is_file():
-        raise WeightsError(f"{path}: no such file")
+        raise WeightsError(f"{path}: is a folder, not a file" if path.is_dir() else f"{path}: no such file")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file

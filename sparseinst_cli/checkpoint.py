@@ -18,7 +18,7 @@ from components.pretrained import load_strict
 
 from .builder import build_model
 from .errors import WeightsError
-from .files import atomic_write
+from .files import atomic_write, not_found
 from .recipe import Recipe, stored_recipe
 
 FORMAT = "sparseinst"
@@ -67,7 +67,7 @@ def read_checkpoint(path: str | Path, overrides: Sequence[str] = ()) -> Checkpoi
     """Read a native checkpoint; ``overrides`` (``a.b=value``) apply to its stored recipe."""
     path = Path(path)
     if not path.is_file():
-        raise WeightsError(f"{path}: no such file")
+        raise WeightsError(not_found(path))
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}

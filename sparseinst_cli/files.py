@@ -3,6 +3,7 @@ with one clear error for each way it can be bad."""
 
 from __future__ import annotations
 
+import errno
 import itertools
 import json
 import os
@@ -21,6 +22,8 @@ def _read_umask() -> int:
 
 
 UMASK = _read_umask()
+DISK_FULL = os.strerror(errno.ENOSPC)  # "No space left on device", in the messages of writers that hide the errno
+FULL_DISK_MARGIN = 64 << 20  # bytes free under which a writer's failure is taken for a full disk
 
 
 def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
@@ -34,16 +37,43 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
+        full = isinstance(exc, Exception) and not isinstance(exc, OSError) and disk_full(exc, Path(tmp))
         Path(tmp).unlink(missing_ok=True)
+        if full:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from exc
         raise
+
+
+def disk_full(exc: Exception, partial: Path) -> bool:
+    """Whether a writer's own error (safetensors', or torch's "unexpected pos") came from a full
+    disk: its message says so, or the file system holding the partial file has (next to) no room
+    left while that file is still there."""
+    if DISK_FULL in str(exc):
+        return True
+    try:
+        stats = os.statvfs(partial.parent)
+    except OSError:
+        return False
+    return stats.f_bavail * stats.f_frsize < FULL_DISK_MARGIN
+
+
+def not_found(path: Path, what: str = "file") -> str:
+    """Why ``path`` cannot be read as a ``what``, for a message: missing, or a folder where a
+    file belongs (or a file where a folder belongs, for ``what`` ending in "folder")."""
+    path = Path(path)
+    if what.endswith("folder") and path.exists() and not path.is_dir():
+        return f"{path}: is a file, not a {what}"
+    if not what.endswith("folder") and path.is_dir():
+        return f"{path}: is a folder, not a {what}"
+    return f"{path}: no such {what}"
 
 
 def read_json(path: Path, what: str, error: type[SparseInstError] = SparseInstError) -> Any:
     """The JSON in ``path``, or ``error`` naming the file and what it should have been (``what``,
     e.g. "annotations file") when it is missing, unreadable or not JSON."""
     if not path.is_file():
-        raise error(f"{path}: no such {what}")
+        raise error(not_found(path, what))
     try:
         with path.open("rb") as handle:
             return json.load(handle)

@@ -304,6 +304,8 @@ def find_recipe(ref: str | Path, relative_to: Path | None = None) -> RecipeFile:
     shipped = builtin_recipe(str(ref))
     if shipped is not None:
         return RecipeFile(f"built-in {ref}", lambda: shipped.read_text(encoding="utf-8"), None)
+    if Path(ref).is_dir():
+        raise RecipeError(str(ref), ["is a folder, not a recipe file"])
     known = builtin_recipe_names()
     hint = difflib.get_close_matches(str(ref), known, n=1)
     suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""

@@ -110,6 +110,56 @@ def folder_of(env: Env, name: str, files: dict[str, bytes]) -> Path:
     return env.root / "cases" / name
 
 
+def labelme_folder(env: Env, name: str, points: list, *, kind: str = "polygon", image: bool = True) -> Path:
+    """A LabelMe folder with one 64x64 image and one shape of these points."""
+    folder = env.root / "cases" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    if image:
+        (folder / "scene.png").write_bytes(png(np.zeros((SIZE, SIZE, 3), np.uint8)))
+    record = {"imagePath": "scene.png", "imageHeight": SIZE, "imageWidth": SIZE,
+              "shapes": [{"label": "thing", "points": points, "shape_type": kind}]}
+    (folder / "scene.json").write_text(json.dumps(record))  # NaN and Infinity as Python's json writes them
+    return folder
+
+
+def yolo_folders(env: Env, name: str) -> Path:
+    """YOLO labels for one image, and a label file whose image is missing; returns the labels folder."""
+    root = env.root / "cases" / name
+    for folder in ("images", "labels"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    (root / "images" / "a.png").write_bytes(png(np.zeros((SIZE, SIZE, 3), np.uint8)))
+    (root / "labels" / "a.txt").write_text("0 0.1 0.1 0.5 0.1 0.5 0.5\n")
+    (root / "labels" / "orphan.txt").write_text("0 0.1 0.1 0.5 0.1 0.5 0.5\n")
+    (root / "names.txt").write_text("thing\n")
+    return root / "labels"
+
+
+def mask_folders(env: Env, name: str) -> Path:
+    """Instance-mask PNGs for one image, plus a text file and a mask whose image is missing."""
+    masks, images = env.root / "cases" / name, env.root / "cases" / f"{name}_images"
+    for folder in (masks, images):
+        folder.mkdir(parents=True, exist_ok=True)
+    ids = np.zeros((SIZE, SIZE), np.uint8)
+    ids[5:20, 5:20] = 1
+    (images / "a.png").write_bytes(png(np.zeros((SIZE, SIZE, 3), np.uint8)))
+    (masks / "a.png").write_bytes(png(ids))
+    (masks / "notes.txt").write_text("how these were made\n")
+    (masks / "lost.png").write_bytes(png(ids))
+    return masks
+
+
+def nan_checkpoint(env: Env) -> Path:
+    """A native checkpoint of the training recipe's architecture with NaN weights."""
+    path = env.root / "cases" / "nan.safetensors"
+    if not path.exists():
+        recipe = load_recipe("r50_giam", [a for a in env.train_recipe if a != "--set" and "data." not in a])
+        model = Predictor.from_recipe(recipe).model
+        state = {k: v.clone() for k, v in model.state_dict().items()}
+        next(v for v in state.values() if v.is_floating_point()).fill_(float("nan"))
+        save_checkpoint(path, state, recipe, [{"id": i + 1, "name": f"c{i}"} for i in range(recipe.model.num_classes)])
+    return path
+
+
 def a_checkpoint_with(env: Env, name: str, metadata: dict[str, str]) -> Path:
     path = env.root / "cases" / name
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -230,8 +280,8 @@ CASES: list[tuple[str, Callable[[Env], list[str]], int, str]] = [
     ("viz-iam-top-k-zero", lambda e: ["viz-iam", str(e.image), "--weights", str(e.weights), "--top-k", "0", "--out",
                                       str(e.root / "cases" / "k.png")], 2, "--top-k"),
     ("viz-iam-nothing-above-threshold", lambda e: ["viz-iam", str(e.image), "--weights", str(e.weights),
-                                                   "--score-threshold", "0.9999", "--out",
-                                                   str(e.root / "cases" / "n.png")], 1, "--score-threshold"),
+                                                   "--conf", "0.9999", "--out",
+                                                   str(e.root / "cases" / "n.png")], 1, "(--conf)"),
     ("viz-iam-max-images-zero", lambda e: ["viz-iam", "--dataset", str(e.gt), "--images", str(e.images), "--weights",
                                            str(e.weights), "--max-images", "0", "--out", str(e.root / "cases" / "z.png")],
      2, "--max-images"),
@@ -304,6 +354,68 @@ CASES: list[tuple[str, Callable[[Env], list[str]], int, str]] = [
     ("recipes-unknown", lambda e: ["recipes", "no_such_recipe"], 2, "no_such_recipe"),
     ("recipes-bad-override", lambda e: ["recipes", "demo", "--set", "model"], 2, "--set"),
     ("components-unknown-family", lambda e: ["components", "widgets"], 2, "widgets"),
+    # hang: a non-finite or far coordinate in any reader is one skipped object, never a hang
+    ("data-convert-labelme-nan-point", lambda e: ["data", "convert", str(labelme_folder(e, "lm_nan", [
+        [float("nan"), 1], [20, 5], [20, 20]])), "--from", "labelme", "--out", str(e.root / "cases" / "lm_nan.json")],
+     0, "lists of numbers"),
+    ("data-convert-labelme-far-point", lambda e: ["data", "convert", str(labelme_folder(e, "lm_far", [
+        [1e12, 1], [20, 5], [20, 20]])), "--from", "labelme", "--out", str(e.root / "cases" / "lm_far.json")],
+     0, "far outside"),
+    ("data-convert-labelme-infinite-circle", lambda e: ["data", "convert", str(labelme_folder(e, "lm_inf", [
+        [10, 10], [float("inf"), 10]], kind="circle")), "--from", "labelme", "--out",
+        str(e.root / "cases" / "lm_inf.json")], 0, "lists of numbers"),
+    # silent: everything left out is said
+    ("data-convert-yolo-label-without-image", lambda e: ["data", "convert", str(yolo_folders(e, "yolo_orphan")),
+                                                         "--from", "yolo", "--images",
+                                                         str(e.root / "cases" / "yolo_orphan" / "images"), "--names",
+                                                         str(e.root / "cases" / "yolo_orphan" / "names.txt"), "--out",
+                                                         str(e.root / "cases" / "yolo_orphan.json")], 0,
+     "orphan.txt: no image orphan.* in"),
+    ("data-convert-labelme-image-missing", lambda e: ["data", "convert", str(labelme_folder(
+        e, "lm_noimage", [[1, 1], [20, 5], [20, 20]], image=False)), "--from", "labelme", "--out",
+        str(e.root / "cases" / "lm_noimage.json")], 2, "its image 'scene.png' is not at"),
+    ("data-convert-mask-folder-non-image", lambda e: ["data", "convert", str(mask_folders(e, "masks_extra")),
+                                                      "--from", "masks", "--images",
+                                                      str(e.root / "cases" / "masks_extra_images"), "--out",
+                                                      str(e.root / "cases" / "masks_extra.json")], 0,
+     "notes.txt: not an image, in the mask folder"),
+    ("data-convert-mask-without-image", lambda e: ["data", "convert", str(mask_folders(e, "masks_orphan")),
+                                                   "--from", "masks", "--images",
+                                                   str(e.root / "cases" / "masks_orphan_images"), "--out",
+                                                   str(e.root / "cases" / "masks_orphan.json")], 0,
+     "lost.png: no image lost.* in"),
+    ("data-check-duplicate-annotation-ids", lambda e: ["data", "check", str(e.gt_with("dupids.json", lambda d: [
+        a.update(id=5) for a in d["annotations"][:2]])), "--out", str(e.root / "cases" / "dup")], 1,
+     "id 5 is used by another annotation"),
+    ("tide-bad-ground-truth-is-listed", lambda e: ["tide", "--data", str(e.gt_with("tidegt.json", lambda d: d[
+        "annotations"][0].update(segmentation=[[1, 1, 5, 5]]))), "--results", str(e.results), "--out",
+        str(e.root / "cases" / "t_gt")], 0, "fewer than 6"),
+    # misleading: each message says what is wrong
+    ("predict-missing-camera", lambda e: ["predict", "7", "--weights", str(e.weights), "--out",
+                                          str(e.root / "cases" / "cam")], 1, "camera 7: cannot be opened"),
+    ("predict-refused-stream", lambda e: ["predict", "rtsp://127.0.0.1:9/live", "--weights", str(e.weights), "--out",
+                                          str(e.root / "cases" / "stream")], 1, "the stream cannot be opened"),
+    ("data-convert-labelme-not-utf8", lambda e: ["data", "convert", str(folder_of(e, "lm_latin1", {
+        "a.json": '{"imagePath": "caf\u00e9.png", "shapes": []}'.encode("latin-1")})), "--from", "labelme",
+        "--out", str(e.root / "cases" / "lm_latin1.json")], 2, "not UTF-8 text"),
+    ("train-init-from-nan-weights", lambda e: ["train", "r50_giam", "--out", str(e.root / "cases" / "nan_run"),
+                                               *e.train_recipe, "--init-from", str(nan_checkpoint(e))], 2,
+     "hold NaN or infinite values"),
+    ("predict-folder-as-weights", lambda e: ["predict", str(e.image), "--weights", str(e.images)], 2,
+     "is a folder, not a file"),
+    ("convert-folder-as-source", lambda e: ["convert", str(e.images) + "/", str(e.root / "cases" / "o.safetensors"),
+                                            "--recipe", "r50_giam"], 2, "is a folder, not a file"),
+    ("convert-text-as-pth", lambda e: ["convert", str(e.file("notes.pth", "hello")), str(e.root / "cases" /
+                                       "o2.safetensors"), "--recipe", "r50_giam"], 2, "not a PyTorch checkpoint"),
+    ("train-folder-as-recipe", lambda e: ["train", str(e.images), "--out", str(e.root / "cases" / "dir_recipe")], 2,
+     "is a folder, not a recipe file"),
+    ("eval-folder-as-results", lambda e: ["eval", "--data", str(e.gt), "--results", str(e.images)], 2,
+     "is a folder, not a results file"),
+    ("export-onnx-size-zero", lambda e: ["export", "onnx", "--weights", str(e.weights), "--size", "0x0", "--out",
+                                         str(e.root / "cases" / "zero.onnx")], 2, "positive multiples of 32"),
+    ("export-int8-calibration-file", lambda e: ["export", "int8", "--weights", str(e.weights), "--calibration",
+                                                str(e.image), "--out", str(e.root / "cases" / "c.int8.onnx")], 2,
+     "is a file, not a folder"),
 ]
 
 

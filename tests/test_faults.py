@@ -146,3 +146,58 @@ def test_a_full_disk_leaves_no_partial_file_and_one_clear_message(demo: Path, tm
     evaluated = CliRunner().invoke(app, ["demo-data", str(tmp_path / "demo2"), "--train-images", "1", "--val-images", "1"])
     assert evaluated.exit_code == EXIT_FAILED and "no space left" in evaluated.output
     assert [p for p in (tmp_path / "demo2").rglob("*") if p.is_file()] == []
+
+
+def test_a_full_disk_under_a_writer_that_hides_its_errno_is_still_named(demo: Path, tmp_path: Path,
+                                                                        monkeypatch) -> None:
+    """safetensors raises its own error type on a full disk, and torch.save a bare "unexpected
+    pos": both become the one line about the disk, and training ends without a traceback."""
+    from safetensors import SafetensorError
+
+    from sparseinst_cli import files
+
+    def safetensors_full(*args, **kwargs) -> None:
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr("sparseinst_cli.checkpoint.save_file", safetensors_full)
+    sets = [arg for item in (*TINY_TRAINING, f"data.train.annotations={demo / 'train.json'}",
+                             f"data.train.images={demo / 'train'}", "train.solver.batch_size=2",
+                             "train.solver.max_iter=2") for arg in ("--set", item)]
+    out = tmp_path / "run"
+    run = CliRunner().invoke(app, ["train", "r50_giam", "--out", str(out), *sets])
+    assert run.exit_code == EXIT_FAILED, run.output
+    assert "no space left on the device while writing" in run.output and "Traceback" not in run.output
+    assert not list(out.glob(".*.tmp"))
+
+    class Full:
+        f_bavail, f_frsize = 3, 4096
+
+    def torch_full(path: Path) -> None:
+        path.write_bytes(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")
+
+    monkeypatch.setattr(files.os, "statvfs", lambda path: Full())
+    with pytest.raises(OSError) as error:
+        files.atomic_write(tmp_path / "last.pt", torch_full)
+    assert error.value.errno == errno.ENOSPC and not list(tmp_path.glob(".last.pt.*"))
+    Full.f_bavail = 10**9  # plenty of room: the writer's own error stands
+    with pytest.raises(RuntimeError, match="unexpected pos"):
+        files.atomic_write(tmp_path / "last.pt", torch_full)
+
+
+def test_a_full_disk_while_writing_a_video_names_it_and_leaves_no_half_file(tmp_path: Path, monkeypatch) -> None:
+    from sparseinst_cli.inference import video
+
+    from .test_video import write_clip
+
+    clip = write_clip(tmp_path / "clip.mp4", frames=6)
+
+    def full(*args) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(video, "_write_frame", full)
+    out = tmp_path / "out"
+    run = CliRunner().invoke(app, ["predict", str(clip), "--recipe", "demo", "--out", str(out)])
+    assert run.exit_code == EXIT_FAILED and "Traceback" not in run.output
+    assert f"no space left on the device while writing {out / 'clip.jsonl'}" in " ".join(run.output.split())
+    assert sorted(p.name for p in out.iterdir()) == []  # neither the video nor its records, half-written or not

@@ -68,8 +68,10 @@ from ..errors import SparseInstError
 from ..inference.batches import predict_dataset
 from ..progress import SILENT, Progress
 from .coco_eval import (  # they check ids, mask sizes and RLE form
+    ground_truth_index,
     load_ground_truth,
     load_results,
+    reader_notices,
 )
 
 RECALL_POINTS = 101
@@ -349,7 +351,10 @@ def analyse_runs(annotations: Path, *, results: Sequence[Path] = (), models: Seq
         raise SparseInstError("thresholds: need 0 < background_threshold <= pos_threshold <= 1",
                               setting="background_threshold")
     options = {"pos_threshold": pos_threshold, "background_threshold": background_threshold}
-    ground_truth = load_ground_truth(annotations)
+    truth = CocoInstances(annotations)
+    for notice in reader_notices(truth):  # what the reader skipped or repaired, as eval lists it
+        progress.note(f"warning: {notice}")
+    ground_truth = ground_truth_index(truth)
     if results:
         return {label: tide_analysis(ground_truth.dataset, load_results(path, ground_truth), **options)
                 for label, path in zip(labels, results)}

@@ -57,7 +57,7 @@ def check_dataset(annotations: str | Path, images: str | Path | None = None, *, 
     a training run (no such file, not COCO, no categories) raise ``DatasetError``."""
     dataset = CocoInstances(annotations, images)
     summary = dataset.summary
-    problems = [*summary.skipped_images, *summary.skipped_annotations, *summary.repaired_annotations]
+    problems = summary.issues
     per_class = Counter()
     areas: list[float] = []
     heights, widths = [], []

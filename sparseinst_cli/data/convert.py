@@ -31,8 +31,9 @@ from pycocotools import mask as mask_utils
 
 from ..defaults import SourceFormat
 from ..errors import DatasetError, SparseInstError
-from ..files import refuse_overwriting, write_json
+from ..files import not_found, refuse_overwriting, write_json
 from .coco import encode_rle, segmentation_rle
+from .datasets import segmentation_problem
 from .images import IMAGE_SUFFIXES, files_under, header_size
 
 CIRCLE_POINTS = 32  # vertices of the polygon that stands for a LabelMe circle
@@ -57,7 +58,7 @@ def convert_dataset(source_format: str | SourceFormat, source: Path, out: Path, 
     refused unless ``overwrite``."""
     source_format, source = SourceFormat(source_format), Path(source)
     if not source.is_dir():
-        raise DatasetError(f"{source}: no such folder")
+        raise DatasetError(not_found(source, "folder"))
     # Never one of the files it reads (a LabelMe JSON, the names file), --overwrite or not.
     refuse_overwriting([out], [*files_under(source, (".json",)), *([names] if names is not None else [])])
     if Path(out).exists() and not overwrite:
@@ -81,7 +82,7 @@ def yolo_names(path: Path) -> list[str]:
     """Class names from an Ultralytics data YAML (``names:`` list or {index: name}) or a plain
     file of one name per line."""
     if not path.is_file():
-        raise DatasetError(f"{path}: no such names file")
+        raise DatasetError(not_found(path, "names file"))
     text = path.read_text()
     if path.suffix.lower() in (".yaml", ".yml"):
         import yaml
@@ -116,6 +117,13 @@ class _CocoBuilder:
         return len(self.images)
 
     def instance(self, image_id: int, category: str, segmentation: list | dict, height: int, width: int) -> None:
+        """One object, checked as the COCO reader checks it (finite coordinates, near the image),
+        whatever format it came from: a bad vertex is one skipped object, never a hang."""
+        problem = segmentation_problem(segmentation, height, width)
+        if problem:
+            self.report.skipped.append(f"image {self.images[image_id - 1]['file_name']!r}: a {category!r} object: "
+                                       f"{problem}")
+            return
         rle = segmentation_rle(segmentation, height, width)
         area = float(mask_utils.area(rle))
         if area == 0:
@@ -141,7 +149,7 @@ class _CocoBuilder:
 
 def _image_files(folder: Path) -> list[Path]:
     if not folder.is_dir():
-        raise DatasetError(f"{folder}: no such image folder")
+        raise DatasetError(not_found(folder, "image folder"))
     return files_under(folder, IMAGE_SUFFIXES)
 
 
@@ -175,6 +183,10 @@ def _from_yolo(builder: _CocoBuilder, labels: Path, images: Path, names: list[st
                 continue
             xy = np.asarray(values[1:], dtype=float).reshape(-1, 2) * (width, height)
             builder.instance(image_id, names[int(values[0])], [np.round(xy, 2).flatten().tolist()], height, width)
+    for label_file in files_under(labels, (".txt",)):
+        stem = label_file.relative_to(labels).with_suffix("")
+        if not any((images / stem).with_suffix(suffix).is_file() for suffix in _suffix_spellings()):
+            builder.report.skipped.append(f"{label_file}: no image {stem}.* in {images} (its labels are left out)")
     builder.report.notes.append("YOLO polygons hold no holes, and a multi-part object is one polygon: the masks "
                                 "are what the YOLO files draw")
 
@@ -196,14 +208,27 @@ def _yolo_problem(values: list[str], classes: int) -> str | None:
 def _from_labelme(builder: _CocoBuilder, folder: Path, images: Path) -> None:
     for path in files_under(folder, (".json",)):
         try:
-            record = json.loads(path.read_text())
-            file_name, height, width = record["imagePath"], int(record["imageHeight"]), int(record["imageWidth"])
+            record = json.loads(path.read_bytes().decode("utf-8"))
+        except UnicodeDecodeError as error:
+            builder.report.skipped.append(f"{path}: not UTF-8 text (byte {error.start}); LabelMe writes UTF-8")
+            continue
+        except json.JSONDecodeError as error:
+            builder.report.skipped.append(f"{path}: not valid JSON ({error.msg} at line {error.lineno})")
+            continue
+        try:
+            file_name, height, width = str(record["imagePath"]), int(record["imageHeight"]), int(record["imageWidth"])
             shapes = record["shapes"]
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError, UnicodeDecodeError):
+        except (KeyError, TypeError, ValueError, OverflowError):
             builder.report.skipped.append(f"{path}: not a LabelMe file (needs imagePath, imageHeight, imageWidth, "
                                           f"shapes)")
             continue
+        if height < 1 or width < 1:
+            builder.report.skipped.append(f"{path}: imageHeight and imageWidth must be positive ({height}x{width})")
+            continue
         image_path = (path.parent / file_name).resolve()
+        if not image_path.is_file():
+            builder.report.skipped.append(f"{path}: its image {file_name!r} is not at {image_path}")
+            continue
         try:
             relative = image_path.relative_to(images.resolve()).as_posix()
         except ValueError:
@@ -244,10 +269,21 @@ def _labelme_polygon(shape: object) -> list[float] | None:
     return np.round(points, 2).flatten().tolist()
 
 
+def _suffix_spellings() -> list[str]:
+    return sorted({spelling for suffix in IMAGE_SUFFIXES for spelling in (suffix, suffix.upper())})
+
+
 def _from_masks(builder: _CocoBuilder, masks: Path, images: Path, class_name: str) -> None:
     by_stem = {p.relative_to(masks).with_suffix("").as_posix(): p for p in _image_files(masks)}
+    for other in sorted(p for p in masks.rglob("*") if p.is_file() and p.suffix.lower() not in IMAGE_SUFFIXES):
+        builder.report.skipped.append(f"{other}: not an image, in the mask folder")
+    image_files = _image_files(images)
+    image_stems = {p.relative_to(images).with_suffix("").as_posix() for p in image_files}
+    for stem, mask_path in by_stem.items():
+        if stem not in image_stems:
+            builder.report.skipped.append(f"{mask_path}: no image {stem}.* in {images} (its objects are left out)")
     builder.category(class_name)
-    for path in _image_files(images):
+    for path in image_files:
         relative = path.relative_to(images)
         mask_path = by_stem.get(relative.with_suffix("").as_posix())
         size = _size(path)

@@ -20,7 +20,7 @@ from pycocotools import mask as mask_utils
 from torch.utils.data import Dataset
 
 from ..errors import DatasetError, ImageError
-from ..files import read_json
+from ..files import not_found, read_json
 from .coco import segmentation_rle
 from .images import read_image
 
@@ -60,6 +60,7 @@ UNKNOWN_IMAGE = "annotation of an unknown image"
 UNKNOWN_CATEGORY = "unknown category"
 INVALID_SEGMENTATION = "invalid segmentation"
 RECOMPUTED_AREA_OR_BOX = "area or bbox recomputed"
+DUPLICATE_ANNOTATION_ID = "duplicate annotation id"
 
 
 class ImageInfo(NamedTuple):
@@ -80,11 +81,18 @@ class DatasetSummary:
     skipped_images: list[Issue] = field(default_factory=list)
     skipped_annotations: list[Issue] = field(default_factory=list)
     repaired_annotations: list[Issue] = field(default_factory=list)  # reason: what was recomputed
+    noted_annotations: list[Issue] = field(default_factory=list)  # kept, but other COCO tools may stumble
 
     def problems(self) -> list[str]:
-        """One line per skipped image or annotation."""
+        """One line per skipped, repaired or noted image or annotation."""
         return ([f"skipped {i.name}: {i.reason}" for i in (*self.skipped_images, *self.skipped_annotations)]
-                + [f"repaired {i.name}: {i.reason}" for i in self.repaired_annotations])
+                + [f"repaired {i.name}: {i.reason}" for i in self.repaired_annotations]
+                + [f"noted {i.name}: {i.reason}" for i in self.noted_annotations])
+
+    @property
+    def issues(self) -> list[Issue]:
+        """Every issue, skipped, repaired and noted."""
+        return [*self.skipped_images, *self.skipped_annotations, *self.repaired_annotations, *self.noted_annotations]
 
     def __str__(self) -> str:
         return (
@@ -120,7 +128,7 @@ class CocoInstances(Dataset):
         self._evaluated: list[dict] | None = [] if keep_ground_truth else None  # accepted annotations, crowd too
         data = _read_json(self.annotations_file)
         if self.image_root is not None and not self.image_root.is_dir():
-            raise DatasetError(f"{self.image_root}: no such image folder (images of {self.annotations_file})")
+            raise DatasetError(f"{not_found(self.image_root, 'image folder')} (images of {self.annotations_file})")
         self.categories = self._read_categories(data["categories"])
         self.class_names: tuple[str, ...] = tuple(c["name"] for c in self.categories)
         records = self._read_images(data["images"])
@@ -231,12 +239,19 @@ class CocoInstances(Dataset):
     def _read_annotations(self, annotations: list, records: dict[int, dict | None]) -> None:
         labels = {category["id"]: label for label, category in enumerate(self.categories)}
         skipped = self.summary.skipped_annotations
+        seen_ids: set[int] = set()
         for position, entry in enumerate(annotations):
             if not isinstance(entry, dict):
                 self._skip(skipped, f"annotation #{position}", "not a JSON object", MALFORMED)
                 continue
             ann_id = entry.get("id")
             name = f"annotation {ann_id}" if is_integer(ann_id) else f"annotation #{position}"
+            if is_integer(ann_id):
+                if ann_id in seen_ids:
+                    self.summary.noted_annotations.append(Issue(
+                        f"annotation #{position}", f"id {ann_id} is used by another annotation (kept; COCO tools "
+                        f"that index annotations by id lose one of them)", DUPLICATE_ANNOTATION_ID))
+                seen_ids.add(ann_id)
             image_id = entry.get("image_id")
             if "image_id" not in entry:
                 self._skip(skipped, name, "missing 'image_id'", MISSING_FIELD)

@@ -78,8 +78,8 @@ def export_onnx(weights: str | Path, out: str | Path, *, dynamic: bool = False,
     fold_frozen_batch_norm(model)
     height, width = size or example_size(checkpoint.recipe)
     divisor = checkpoint.recipe.input.size_divisibility
-    if height % divisor or width % divisor:
-        raise ExportError(f"export size {height}x{width}: both sides must be multiples of {divisor}")
+    if height < divisor or width < divisor or height % divisor or width % divisor:
+        raise ExportError(f"export size {height}x{width}: both sides must be positive multiples of {divisor}")
     images = torch.zeros(batch, 3, height, width)
     dynamic_shapes = None
     if dynamic:

@@ -38,9 +38,9 @@ from onnxruntime.quantization import (
 from ..data.images import collect_images, read_image
 from ..defaults import CALIBRATION_IMAGES
 from ..errors import ExportError, ImageError
-from ..files import atomic_write, output_file
+from ..files import atomic_write, not_found, output_file
 from ..inference.onnx_runtime import OnnxModel
-from ..inference.predictor import Predictor
+from ..inference.predictor import Predictor, int8_sums_saturate
 from ..progress import SILENT, Progress
 from .onnx_export import export_onnx
 
@@ -56,6 +56,7 @@ class QuantizationReport:
     skipped: list[str] = field(default_factory=list)  # unreadable ones, one message each
     quantized_nodes: int = 0
     float_nodes: int = 0
+    reduce_range: bool = False  # weights kept to 7 bits, for CPUs whose int8 sums saturate
 
 
 class _Calibration(CalibrationDataReader):
@@ -90,13 +91,19 @@ def _calibration_batches(predictor: Predictor, paths: list[Path], report: Quanti
 
 
 def quantize_model(weights: Path, out: Path, calibration: Path, *, max_images: int = CALIBRATION_IMAGES,
-                   progress: Progress = SILENT) -> QuantizationReport:
+                   reduce_range: bool | None = None, progress: Progress = SILENT) -> QuantizationReport:
     """An int8 ONNX model of ``weights`` (a native checkpoint, or an exported float ``.onnx``) at
-    ``out``, calibrated on at most ``max_images`` images of the folder ``calibration`` (only it)."""
+    ``out``, calibrated on at most ``max_images`` images of the folder ``calibration`` (only it).
+
+    ``reduce_range`` keeps the int8 weights to 7 bits, for CPUs that sum uint8 x int8 products in
+    16 bits (x86 with AVX2 but no VNNI): full-range weights overflow those sums and the instances
+    drift. By default it follows the CPU at hand (``int8_sums_saturate``); export on the kind of
+    CPU the model will run on, or set it."""
+    if reduce_range is None:
+        reduce_range = int8_sums_saturate()
     out = output_file(out, (".onnx",), inputs=[weights])
     if not Path(calibration).is_dir():
-        raise ExportError(f"{calibration}: {'not a folder' if Path(calibration).exists() else 'no such folder'}; "
-                          f"give a folder of calibration images")
+        raise ExportError(f"{not_found(calibration, 'folder')}; give a folder of calibration images")
     paths, problems = collect_images([calibration])
     if problems or not paths:
         raise ExportError(f"{calibration}: no calibration images ({'; '.join(problems) or 'empty'})")
@@ -108,7 +115,7 @@ def quantize_model(weights: Path, out: Path, calibration: Path, *, max_images: i
             progress.note(f"exporting {weights} to ONNX ...")
             source = export_onnx(weights, Path(folder) / "float.onnx", dynamic=True)
         predictor = Predictor.from_onnx(source)
-        report = QuantizationReport(Path(weights), out)
+        report = QuantizationReport(Path(weights), out, reduce_range=reduce_range)
         float_model = onnx.load(str(source))
         image_input = float_model.graph.input[0].name
         weights_shapes = {w.name: tuple(w.dims) for w in float_model.graph.initializer}
@@ -123,6 +130,7 @@ def quantize_model(weights: Path, out: Path, calibration: Path, *, max_images: i
             with _quiet_root_logger():  # onnxruntime advises pre-processing through the root logger
                 quantize_static(str(source), str(staged), reader, quant_format=QuantFormat.QDQ,
                                 activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
+                                reduce_range=reduce_range,
                                 op_types_to_quantize=list(QUANTIZED_OPS), nodes_to_exclude=float_convs,
                                 extra_options={"CalibMovingAverage": True})
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises many types; the user needs the reason
@@ -131,7 +139,9 @@ def quantize_model(weights: Path, out: Path, calibration: Path, *, max_images: i
         convs = [n for n in quantized.graph.node if n.op_type == "Conv"]
         report.float_nodes = len(float_convs)
         report.quantized_nodes = len(convs) - len(float_convs)
-        record = {"calibration_images": len(report.calibration), "weights": "int8 per channel",
+        record = {"calibration_images": len(report.calibration),
+                  "weights": "int8 per channel" + (", 7-bit range (reduce_range)" if reduce_range else ""),
+                  "reduce_range": reduce_range,
                   "activations": "uint8, ranges from moving averages of the images' min and max",
                   "quantized_ops": list(QUANTIZED_OPS),
                   "float_layers": ["the first convolution", "depthwise convolutions"]}
@@ -151,12 +161,18 @@ def _depthwise(node: onnx.NodeProto, weights_shapes: dict[str, tuple[int, ...]])
 
 @contextmanager
 def _quiet_root_logger() -> Iterator[None]:
+    """The root logger at ERROR for the block, and as it was after it: onnxruntime's quantizer
+    modules call ``logging.basicConfig`` when imported, which would leave a handler that prints
+    every later INFO and DEBUG line (torch.export's among them) to the user's terminal."""
     root = logging.getLogger()
-    level = root.level
+    level, handlers = root.level, list(root.handlers)
     root.setLevel(logging.ERROR)
     try:
         yield
     finally:
+        for handler in root.handlers[:]:
+            if handler not in handlers:
+                root.removeHandler(handler)
         root.setLevel(level)
 
 

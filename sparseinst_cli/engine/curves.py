@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 
 from ..defaults import CURVES_FILE
 from ..errors import RunFilesError
-from ..files import atomic_write, output_file
+from ..files import atomic_write, not_found, output_file
 from .run_log import METRICS_FILE
 
 FIGURE_INCHES = (15.0, 4.5)
@@ -30,7 +30,7 @@ def read_metrics(run_dir: str | Path) -> tuple[dict[str, list[tuple[int, float]]
     """The logged scalars (name -> [(step, value)]) and the evaluations ([(step, metrics)])."""
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
-        raise RunFilesError(f"{path}: no such file (is {run_dir} a training run directory?)")
+        raise RunFilesError(f"{not_found(path)} (is {run_dir} a training run directory?)")
     series: dict[str, list[tuple[int, float]]] = defaultdict(list)
     evaluations: list[tuple[int, dict]] = []
     for number, line in enumerate(path.read_text().splitlines(), 1):

@@ -74,8 +74,19 @@ class TransferReport:
 def read_source(path: str | Path, recipe: Recipe) -> SourceModel:
     """The tensors and class names of a native checkpoint, a native state dict (``last.pt``) or
     an authors' checkpoint, which is converted strictly for ``recipe``'s architecture with the
-    class count and instance count it was trained with."""
-    path = Path(path)
+    class count and instance count it was trained with. Weights holding NaN or infinite values
+    are refused here, before training would fail on them."""
+    source = _read_source(Path(path), recipe)
+    broken = [name for name, tensor in source.state.items()
+              if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+    if broken:
+        shown = ", ".join(broken[:3]) + (f" and {len(broken) - 3} more" if len(broken) > 3 else "")
+        raise WeightsError(f"{path}: {len(broken)} tensor(s) hold NaN or infinite values ({shown}); not a usable "
+                           f"starting point", setting="init_from")
+    return source
+
+
+def _read_source(path: Path, recipe: Recipe) -> SourceModel:
     if path.suffix == ".safetensors" and _is_native_checkpoint(path):
         checkpoint = read_checkpoint(path)
         return SourceModel(checkpoint.state, checkpoint.class_names, f"{path} (native checkpoint)")

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from components import SparseInstOutput
 
 from ..errors import ExportError
+from ..files import not_found
 from ..recipe import Recipe, stored_recipe
 
 OUTPUT_NAMES = ("logits", "objectness", "masks")
@@ -29,7 +30,7 @@ class OnnxModel(nn.Module):
         super().__init__()
         self.path = Path(path)
         if not self.path.is_file():
-            raise ExportError(f"{self.path}: no such ONNX file")
+            raise ExportError(not_found(self.path, "ONNX file"))
         providers = ["CPUExecutionProvider"]
         if torch.device(device).type == "cuda" and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")

@@ -42,6 +42,7 @@ def is_single_image(images: object) -> bool:
 
 CPU_INFO = "/proc/cpuinfo"
 NATIVE_BF16_FLAGS = {"avx512_bf16", "amx_bf16"}
+INT8_DOT_PRODUCT_FLAGS = {"avx512_vnni", "avx_vnni", "amx_int8"}  # int8 dot products summed in 32 bits
 INFERENCE_DTYPES = {Precision.fp32.value: None, Precision.fp16.value: torch.float16, Precision.bf16.value: torch.bfloat16}
 
 
@@ -68,6 +69,14 @@ def cpu_name() -> str:
     features = ", ".join(name for flag, name in CPU_FEATURES.items() if flag in flags)
     return f"{info.get('model name', platform.machine())} (family {info.get('cpu family', '?')} " \
            f"model {info.get('model', '?')}; {features or 'no AVX2'})"
+
+
+def int8_sums_saturate() -> bool:
+    """Whether this CPU multiplies uint8 by int8 with 16-bit intermediate sums (x86 with AVX2 but
+    no VNNI or AMX: two products of full-range values can overflow them), so that int8 weights
+    should keep to 7 bits (onnxruntime's ``reduce_range``)."""
+    flags = set(cpu_info().get("flags", "").split())
+    return "avx2" in flags and not flags & INT8_DOT_PRODUCT_FLAGS
 
 
 def native_bf16(device: torch.device) -> bool:

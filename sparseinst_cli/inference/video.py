@@ -15,6 +15,7 @@ video is closed, so it stays playable); a killed run leaves no half file under t
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import queue
@@ -27,9 +28,9 @@ from pathlib import Path
 
 import cv2
 
-from ..data.images import collect_images, files_under
+from ..data.images import MAX_PIXELS_VARIABLE, collect_images, files_under, max_image_pixels
 from ..errors import ImageError
-from ..files import output_folder, refuse_overwriting, write_json
+from ..files import not_found, output_folder, refuse_overwriting, write_json
 from ..progress import SILENT, Progress
 from .drawing import draw_instances
 from .predictor import Predictor
@@ -143,13 +144,22 @@ def predict_video(
         encoder.join()
         reader.join()
         capture.release()
-        records.close()
+        try:
+            records.close()
+        except OSError as error:
+            failures.append(error)
         if writer is not None:
             writer.release()
-            partial_video.replace(video_path)
-            report.video = str(video_path)
-        partial_records.replace(records_path)
-        report.records = str(records_path)
+        if failures and isinstance(failures[0], OSError) and failures[0].errno == errno.ENOSPC:
+            for partial in (partial_records, partial_video):  # nothing half-written under the final names
+                partial.unlink(missing_ok=True)
+            failures[0] = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(records_path))
+        else:
+            if writer is not None:
+                partial_video.replace(video_path)
+                report.video = str(video_path)
+            partial_records.replace(records_path)
+            report.records = str(records_path)
         report.seconds = round(time.perf_counter() - start, 3)
         report.frames_per_second = round(report.frames / report.seconds, 2) if report.seconds else 0.0
         progress.stop()
@@ -210,13 +220,24 @@ def _open(source: str | Path) -> cv2.VideoCapture:
     text = str(source)
     file = not (is_camera(text) or is_stream(text))
     if file and not Path(text).is_file():
-        raise ImageError(f"{text}: no such file")
-    # FFmpeg would print its own lines about a broken file; the one line below says it.
+        raise ImageError(not_found(Path(text)))
+    # FFmpeg and OpenCV would print their own lines about a broken file or a missing camera; the
+    # one line below says it.
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     capture = cv2.VideoCapture(int(text) if is_camera(text) else text)
     if not capture.isOpened():
         capture.release()
+        if is_camera(text):
+            raise ImageError(f"camera {text}: cannot be opened (no such camera, or another program is using it)")
+        if is_stream(text):
+            raise ImageError(f"{text}: the stream cannot be opened (unreachable, refused, or not a video stream)")
         raise ImageError(f"{text}: not a readable video (corrupt, truncated or an unsupported format)")
+    width, height = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    if width * height > max_image_pixels():  # checked before a frame is decoded, as images are
+        capture.release()
+        raise ImageError(f"{text}: its {width}x{height} frames are larger than the {max_image_pixels():,} pixels "
+                         f"read at most (raise it with the environment variable {MAX_PIXELS_VARIABLE})")
     if file:
         ok, _ = capture.read()  # a file that opens but yields no frame is as unreadable
         if not ok:

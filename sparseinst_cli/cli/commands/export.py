@@ -78,6 +78,10 @@ def int8(
                             "NAME.int8.onnx here).")] = None,
     max_images: Annotated[int, typer.Option(
         "--max-images", min=1, help="Calibration images used at most.")] = CALIBRATION_IMAGES,
+    reduce_range: Annotated[Optional[bool], typer.Option(  # noqa: UP007
+        "--reduce-range/--full-range", show_default=False,
+        help="7-bit int8 weights, for x86 CPUs with AVX2 but no VNNI (their 16-bit int8 sums saturate) "
+             "\\[default: as the CPU at hand needs].")] = None,
 ) -> None:
     """Quantize a model to int8 (ONNX Runtime, static QDQ), calibrated on a folder of images.
 
@@ -95,8 +99,10 @@ def int8(
     target = out or Path(weights).with_name(Path(weights).stem + ".int8.onnx")
     with ProgressBar() as progress:
         source = resolve_weights(weights, progress)
-        report = quantize_model(source, target, calibration, max_images=max_images, progress=progress)
+        report = quantize_model(source, target, calibration, max_images=max_images, reduce_range=reduce_range,
+                                progress=progress)
     for problem in report.skipped:
         err_console.print(f"[red]skipped:[/] {problem}")
     console.print(f"wrote {report.output} ({report.output.stat().st_size / 1e6:.1f} MB; {report.quantized_nodes} "
-                  f"convolutions int8, {report.float_nodes} float; calibrated on {len(report.calibration)} images)")
+                  f"convolutions int8{' (7-bit weights)' if report.reduce_range else ''}, {report.float_nodes} "
+                  f"float; calibrated on {len(report.calibration)} images)")
