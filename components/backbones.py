@@ -13,9 +13,9 @@ from typing import Annotated, Literal
 import torch.nn.functional as F
 from pydantic import Field, PositiveInt
 from torch import Tensor, nn
-from torchvision.ops import deform_conv2d
 from torchvision.ops.misc import FrozenBatchNorm2d
 
+from .deform import deform_conv
 from .frozen_norm import folded_weight_and_bias
 from .registry import register
 
@@ -47,7 +47,7 @@ class ConvNorm(nn.Conv2d):
     def _convolve(self, x: Tensor, offset: Tensor | None, weight: Tensor, bias: Tensor | None) -> Tensor:
         if offset is None:
             return F.conv2d(x, weight, bias, self.stride, self.padding)
-        return deform_conv2d(x, offset, weight, bias, stride=self.stride, padding=self.padding)
+        return deform_conv(x, offset, weight, bias, stride=self.stride, padding=self.padding)
 
 
 class Shortcut(ConvNorm):

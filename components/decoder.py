@@ -11,6 +11,7 @@ from pydantic import PositiveInt
 from torch import Tensor, nn
 from torchvision.ops import DeformConv2d
 
+from .deform import deform_conv
 from .init import c2_msra_fill, normal_fill, prior_bias
 from .registry import register
 
@@ -56,7 +57,8 @@ class OffsetDeformConv(nn.Module):
         c2_msra_fill(self.conv)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.conv(x, self.offset(x))
+        return deform_conv(x, self.offset(x), self.conv.weight, self.conv.bias, stride=self.conv.stride,
+                           padding=self.conv.padding)
 
 
 def conv_stack(depth: int, in_channels: int, width: int, deformable_last: bool = False) -> nn.Sequential:

@@ -225,7 +225,7 @@ def test_tide_command_runs_models_like_eval(demo_and_weights, tmp_path: Path) ->
 
 
 def test_the_python_api_gives_what_the_command_writes(demo_and_weights, tmp_path: Path) -> None:
-    """``sparseinst_cli.evaluate_dataset`` (the README's Python example) equals ``sparseinst eval``,
+    """``sparseinst_cli.evaluate_dataset`` (the Python API) equals ``sparseinst eval``,
     and reports its progress image by image."""
     import sparseinst_cli
     from sparseinst_cli import ModelSource, evaluate_dataset

@@ -15,9 +15,11 @@ from typer.testing import CliRunner
 from components.postprocess import instance_scores, maskness
 from sparseinst_cli.analysis.activation_maps import (
     CELL_WIDTH,
+    COLORBAR_HEIGHT,
     GAP,
     LABEL_HEIGHT,
     MEAN_CELL,
+    MIN_FIGURE_WIDTH,
     dataset_mean_maps,
     heat_overlay,
     image_figure,
@@ -50,7 +52,8 @@ def test_grid_layout_and_the_maps_are_the_models(predictor: Predictor) -> None:
     image = shapes_image(48, 64)
     figure = image_figure(predictor, image, top_k=3, conf=0.0)
     cell_h = round(48 * CELL_WIDTH / 64)
-    assert figure.grid.shape == (3 * (LABEL_HEIGHT + cell_h), (1 + GROUPS) * CELL_WIDTH + GROUPS * GAP, 3)
+    assert figure.grid.shape == (3 * (LABEL_HEIGHT + cell_h) + COLORBAR_HEIGHT,
+                                 (1 + GROUPS) * CELL_WIDTH + GROUPS * GAP, 3)
     assert figure.maps.shape == (3, GROUPS, cell_h, CELL_WIDTH)
 
     # The rows are the three best candidates by the post-processing score.
@@ -71,11 +74,12 @@ def test_grid_layout_and_the_maps_are_the_models(predictor: Predictor) -> None:
             back = F.adaptive_avg_pool2d(drawn, (6, 8))[0, 0].flatten()
             model = raw[row, group, :6].flatten()
             assert torch.corrcoef(torch.stack([back, model]))[0, 1] > 0.95
-            # and the grid cell is that map over the image
+            # and the grid cell is that map over the image, on the scale shared by every map drawn
             top, left = row * (LABEL_HEIGHT + cell_h) + LABEL_HEIGHT, (1 + group) * (CELL_WIDTH + GAP)
             cell = figure.grid[top: top + cell_h, left: left + CELL_WIDTH]
             resized = cv2.resize(image, (CELL_WIDTH, cell_h), interpolation=cv2.INTER_AREA)
-            np.testing.assert_array_equal(cell, heat_overlay(resized, figure.maps[row, group].numpy()))
+            np.testing.assert_array_equal(cell, heat_overlay(resized, figure.maps[row, group].numpy(), figure.scale))
+    assert figure.scale.high == pytest.approx(float(figure.maps.max()))
 
 
 def test_nothing_above_the_threshold(predictor: Predictor) -> None:
@@ -101,9 +105,10 @@ def test_dataset_mean_maps(predictor: Predictor, tmp_path: Path) -> None:
         singles.append(square / square.sum((-2, -1), keepdim=True))
     torch.testing.assert_close(means, torch.stack(singles).mean(0), atol=1e-6, rtol=1e-4)
 
-    grid = mean_maps_figure(means, [0, 3, 9])
-    assert grid.shape == (LABEL_HEIGHT + MEAN_CELL, 3 * (MEAN_CELL + GAP) - GAP, 3)
-    assert mean_maps_figure(means, [0, 3, 9], per_group=True).shape[1] == 10 * (MEAN_CELL + GAP) - GAP  # 12 cells
+    grid = mean_maps_figure(means, [0, 3, 9])  # 3 cells: narrower than the colour bar's label
+    assert grid.shape == (LABEL_HEIGHT + MEAN_CELL + COLORBAR_HEIGHT, MIN_FIGURE_WIDTH, 3)
+    per_group = mean_maps_figure(means, [0, 3, 9], per_group=True)  # 12 cells: 2 rows of 10
+    assert per_group.shape == (2 * (LABEL_HEIGHT + MEAN_CELL) + COLORBAR_HEIGHT, 10 * (MEAN_CELL + GAP) - GAP, 3)
 
 
 def test_map_statistics_of_a_known_map() -> None:
@@ -127,7 +132,7 @@ def test_viz_iam_command(predictor: Predictor, tmp_path: Path) -> None:
     run = runner.invoke(app, ["viz-iam", str(image), "--weights", str(weights), "--out", str(out),
                               "--top-k", "2", "--conf", "0"])
     assert run.exit_code == 0, run.output
-    assert read_image(out).shape == (2 * (LABEL_HEIGHT + 168), 5 * CELL_WIDTH + 4 * GAP, 3)
+    assert read_image(out).shape == (2 * (LABEL_HEIGHT + 168) + COLORBAR_HEIGHT, 5 * CELL_WIDTH + 4 * GAP, 3)
 
     data = generate_demo_dataset(tmp_path / "demo", train_images=1, val_images=2, size=(64, 64))
     run = runner.invoke(app, ["viz-iam", "--dataset", str(data.val_json), "--images", str(data.val_dir),

@@ -23,27 +23,31 @@ def instance_color(index: int) -> tuple[int, int, int]:
 def draw_instances(image: np.ndarray, instances: Instances, class_names: list[str], min_score: float = 0.0,
                    *, labels: bool = True) -> np.ndarray:
     """An RGB copy of ``image`` with masks, outlines and "class score" labels for instances
-    scoring at least ``min_score``; every label lies whole inside the picture."""
+    scoring at least ``min_score``; every label lies whole inside the picture. The instances are
+    painted from the least to the most confident, so that where two overlap the better one's mask
+    and label are on top."""
     canvas = image.copy()
     instances = instances.to("cpu")
     shown = (instances.scores >= min_score).nonzero().flatten().tolist()
-    for rank, index in enumerate(shown):
+    shown.sort(key=lambda index: float(instances.scores[index]))
+    colors = {index: instance_color(len(shown) - 1 - rank) for rank, index in enumerate(shown)}  # best first
+    for index in shown:
         x0, y0, x1, y1 = (int(v) for v in instances.boxes[index])
         if x1 <= x0 or y1 <= y0:
             continue  # an empty mask
         mask = instances.masks[index, y0:y1, x0:x1].numpy()  # the box holds the whole mask
         region = canvas[y0:y1, x0:x1]
-        color = np.array(instance_color(rank), dtype=np.float32)
+        color = np.array(colors[index], dtype=np.float32)
         region[mask] = (region[mask] * (1 - MASK_ALPHA) + color * MASK_ALPHA).astype(np.uint8)
         contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE,
                                        offset=(x0, y0))
         cv2.drawContours(canvas, contours, -1, tuple(int(c) for c in color), OUTLINE_THICKNESS)
     if labels:
-        for rank, index in enumerate(shown):
+        for index in shown:
             label = int(instances.labels[index])
             name = class_names[label] if label < len(class_names) else str(label)
             x0, y0 = (int(v) for v in instances.boxes[index, :2])
-            draw_label(canvas, f"{name} {float(instances.scores[index]):.2f}", x0, y0, instance_color(rank))
+            draw_label(canvas, f"{name} {float(instances.scores[index]):.2f}", x0, y0, colors[index])
     return canvas
 
 

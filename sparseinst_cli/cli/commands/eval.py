@@ -51,7 +51,7 @@ def eval_command(
              "--results, COCO's 100].")] = None,
     coco_backend: Annotated[CocoBackend, typer.Option(
         "--coco-backend", help="What computes AP: pycocotools, faster-coco-eval (same numbers, faster; "
-                               "pip install 'sparseinst[fast-eval]'), or auto (faster-coco-eval when installed).")
+                               "pip install 'sparseinst\\[fast-eval]'), or auto (faster-coco-eval when installed).")
     ] = CocoBackend.auto,
     overrides: Overrides = None,
 ) -> None:
