@@ -95,7 +95,7 @@ def run_variant(name: str, args: argparse.Namespace, images: Path, work: Path) -
     out = work / name
     shutil.rmtree(out, ignore_errors=True)
     start = time.perf_counter()
-    trainer = Trainer(recipe, out)
+    trainer = Trainer.from_recipe(recipe, out)
     trainer.run()
     wall = time.perf_counter() - start
     predictor = Predictor.from_checkpoint(out / "model.safetensors")
@@ -144,7 +144,7 @@ def _epochs_for(minutes: float, overrides: list[str], out: Path, train_images: i
     recipe = load_recipe(RECIPE, [*overrides, f"train.solver.epochs={TIMING_STEPS * batch / train_images}"])
     recipe = recipe.model_copy(update={"data": recipe.data.model_copy(update={"val": None})})
     shutil.rmtree(out, ignore_errors=True)
-    trainer = Trainer(recipe, out)
+    trainer = Trainer.from_recipe(recipe, out)
     trainer.run()
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
     seconds_per_step = (records[-1]["time"] - records[0]["time"]) / (records[-1]["step"] - records[0]["step"])

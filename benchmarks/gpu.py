@@ -50,6 +50,8 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=853)
     parser.add_argument("--batches", default="1,32", help="batch sizes, comma-separated")
     parser.add_argument("--device", default="cuda")
+    # More than sparseinst time's defaults on purpose: GPU runs are short, and CUDA graphs and
+    # cuDNN's autotuning settle over the first runs.
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--out", type=Path, default=Path("runs/bench/gpu.json"))

@@ -27,6 +27,7 @@ from sparseinst_cli import (
 )
 from sparseinst_cli.analysis.timing import device_name
 from sparseinst_cli.data.images import read_image, typical_size
+from sparseinst_cli.defaults import TIMING_RUNS
 from sparseinst_cli.deploy.quantize import quantize_model
 from sparseinst_cli.memory import keep_freed_memory
 
@@ -38,7 +39,7 @@ def main() -> None:
     parser.add_argument("--images", type=Path, required=True)
     parser.add_argument("--calibration", type=Path, required=True)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--runs", type=int, default=TIMING_RUNS)
     parser.add_argument("--out", type=Path, default=Path("runs/bench/int8.json"))
     args = parser.parse_args()
     kept = keep_freed_memory()  # as the sparseinst command does

@@ -21,6 +21,7 @@ import torch
 from sparseinst_cli import Precision, Predictor, keep_freed_memory, time_predictor
 from sparseinst_cli.analysis.timing import device_name
 from sparseinst_cli.data.demo_data import render_image
+from sparseinst_cli.defaults import TIMING_RUNS, TIMING_WARMUP
 
 AUTHORS_CPU_MS = 1570.0  # the authors' implementation, r50_giam 640x853, batch 1, fp32, 2 CPU threads
 TARGET_FRACTION = 0.7
@@ -36,8 +37,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--compile", action="store_true", help="also torch.compile the fast model")
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=TIMING_WARMUP)
+    parser.add_argument("--runs", type=int, default=TIMING_RUNS)
     parser.add_argument("--out", type=Path, default=Path("runs/bench/latency.json"))
     args = parser.parse_args()
     kept = keep_freed_memory()  # as the sparseinst command does

@@ -23,7 +23,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from components.mask_resize import kernel_agrees_with_torch, reference_resize_and_threshold, resize_and_threshold
+from components.mask_resize import (
+    kernel_agrees_with_torch,
+    reference_resize_and_threshold,
+    resize_and_threshold,
+)
 from components.postprocess import MASK_THRESHOLD, masks_to_boxes
 from sparseinst_cli.analysis.timing import device_name
 from sparseinst_cli.memory import keep_freed_memory

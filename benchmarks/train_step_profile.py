@@ -54,7 +54,7 @@ def main() -> None:
             f"train.augmentation.min_sizes=[{args.size}]", f"train.augmentation.max_size={args.size}",
             f"model.decoder.num_instances={max(100, args.objects)}", "train.workers=0", *args.set])
         recipe = recipe.model_copy(update={"data": recipe.data.model_copy(update={"val": None})})
-        trainer = Trainer(recipe, Path(tmp) / "run")
+        trainer = Trainer.from_recipe(recipe, Path(tmp) / "run")
         transform, collate = TrainTransform(recipe.train.augmentation), Collate(recipe.input)
         phases: dict[str, list[float]] = defaultdict(list)
 
@@ -65,7 +65,7 @@ def main() -> None:
             return value
 
         for step in range(args.steps + 1):
-            samples = [timed("read image and decode masks", lambda: trainer.train_set.load(0)) for _ in range(args.batch)]
+            samples = [timed("read image and decode masks", lambda: trainer.data.dataset.load(0)) for _ in range(args.batch)]
             augmented = [timed("augment", lambda s=s: transform(s, np.random.default_rng(step))) for s in samples]
             batch = timed("collate", lambda: collate(augmented))
             images = batch.images.contiguous(memory_format=trainer.memory_format)

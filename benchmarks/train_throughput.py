@@ -18,7 +18,12 @@ from pathlib import Path
 
 import torch
 
-from sparseinst_cli import Trainer, generate_demo_dataset, keep_freed_memory, load_recipe
+from sparseinst_cli import (
+    Trainer,
+    generate_demo_dataset,
+    keep_freed_memory,
+    load_recipe,
+)
 from sparseinst_cli.engine.distributed import Process
 
 
@@ -47,10 +52,10 @@ def main() -> None:
             overrides.append(f"train.solver.batch_size={args.batch}")
         recipe = load_recipe(args.recipe, overrides)
         recipe = recipe.model_copy(update={"data": recipe.data.model_copy(update={"val": None})})
-        trainer = Trainer(recipe, Path(tmp) / "run", Process(device=torch.device(args.device)))
+        trainer = Trainer.from_recipe(recipe, Path(tmp) / "run", Process(device=torch.device(args.device)))
         solver = trainer.recipe.train.solver
         times = []
-        with trainer.batches() as batches:
+        with trainer.data.batches(trainer.step, trainer.process) as batches:
             for step in range(args.warmup + args.steps):
                 start = time.perf_counter()
                 trainer.train_step([next(batches) for _ in range(solver.accumulate)])

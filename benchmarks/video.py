@@ -60,6 +60,7 @@ def main() -> None:
         models += [(str(w), lambda w=w: Predictor.from_checkpoint(w, overrides=overrides)) for w in args.weights]
         for name, open_model in models:
             predictor = open_model()
+            # Fewer runs than sparseinst time's defaults on purpose: a reference beside the video's own rate.
             timing = time_predictor(predictor, first, name=name, size=SIZE, warmup=2, runs=5, per_module=False)
             report = predict_video(predictor, clip, Path(folder) / Path(name).stem)
             rows.append({"model": name, "frames": report.frames, "video_fps": report.frames_per_second,

@@ -100,8 +100,11 @@ def check_target_sizes(output: SparseInstOutput, targets: list[Target]) -> None:
                              f"mask logits are {size}; resize targets with downsample_target_masks")
 
 
+@register("loss", "sparseinst")
 class SparseInstLoss(nn.Module):
-    """Weighted loss terms of SparseInst for a batch, given the matcher's pairs (SPEC 2).
+    """SparseInst's loss: focal class, dice and pixel mask, IoU-aware objectness (SPEC 2).
+
+    Weighted loss terms for a batch, given the matcher's pairs.
 
     Args:
         num_classes: C.
@@ -114,14 +117,14 @@ class SparseInstLoss(nn.Module):
         self,
         num_classes: int,
         *,
-        class_weight: float = CLASS_WEIGHT,
-        dice_weight: float = DICE_WEIGHT,
-        pixel_weight: float = PIXEL_WEIGHT,
-        objectness_weight: float = OBJECTNESS_WEIGHT,
+        class_weight: NonNegativeFloat = CLASS_WEIGHT,
+        dice_weight: NonNegativeFloat = DICE_WEIGHT,
+        pixel_weight: NonNegativeFloat = PIXEL_WEIGHT,
+        objectness_weight: NonNegativeFloat = OBJECTNESS_WEIGHT,
         pixel_loss: Literal["bce", "focal", "none"] = "bce",
         objectness_loss: Literal["iou_bce", "iou_l1", "none"] = "iou_bce",
-        focal_alpha: float = FOCAL_ALPHA,
-        focal_gamma: float = FOCAL_GAMMA,
+        focal_alpha: Annotated[float, Field(ge=0.0, le=1.0)] = FOCAL_ALPHA,
+        focal_gamma: NonNegativeFloat = FOCAL_GAMMA,
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
@@ -185,29 +188,3 @@ class SparseInstLoss(nn.Module):
                 term = (scores.sigmoid() - iou).abs().mean()
             losses["loss_objectness"] = self.objectness_weight * term
         return losses
-
-
-@register("loss", "sparseinst")
-def sparseinst_loss(
-    num_classes: int,
-    class_weight: NonNegativeFloat = CLASS_WEIGHT,
-    dice_weight: NonNegativeFloat = DICE_WEIGHT,
-    pixel_weight: NonNegativeFloat = PIXEL_WEIGHT,
-    objectness_weight: NonNegativeFloat = OBJECTNESS_WEIGHT,
-    pixel_loss: Literal["bce", "focal", "none"] = "bce",
-    objectness_loss: Literal["iou_bce", "iou_l1", "none"] = "iou_bce",
-    focal_alpha: Annotated[float, Field(ge=0.0, le=1.0)] = FOCAL_ALPHA,
-    focal_gamma: NonNegativeFloat = FOCAL_GAMMA,
-) -> SparseInstLoss:
-    """SparseInst's loss: focal class, dice and pixel mask, IoU-aware objectness (SPEC 2)."""
-    return SparseInstLoss(
-        num_classes,
-        class_weight=class_weight,
-        dice_weight=dice_weight,
-        pixel_weight=pixel_weight,
-        objectness_weight=objectness_weight,
-        pixel_loss=pixel_loss,
-        objectness_loss=objectness_loss,
-        focal_alpha=focal_alpha,
-        focal_gamma=focal_gamma,
-    )

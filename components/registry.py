@@ -17,7 +17,7 @@ import difflib
 import importlib
 import inspect
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any, Literal
@@ -32,7 +32,10 @@ ENTRY_POINT_GROUP = "sparseinst.components"
 BUILTIN_MODULES = tuple(f"{__package__}.{name}" for name in
                         ("backbones", "efficientnet", "encoders", "iam", "decoder", "matcher", "losses"))
 
-# Arguments that the model builder passes (they follow from other components), not the recipe.
+# Arguments that follow from other components, so that the model builder passes them, not the
+# recipe: the one list of them. ``wired_arguments`` picks them out of the values the builder has,
+# the schema leaves them out of the recipe, and ``Registry.build`` passes them through unvalidated.
+# The IAM's come from the decoder, which calls its IAM factory with them.
 WIRED_ARGUMENTS: dict[str, frozenset[str]] = {
     "backbone": frozenset(),
     "encoder": frozenset({"in_channels"}),
@@ -41,6 +44,15 @@ WIRED_ARGUMENTS: dict[str, frozenset[str]] = {
     "matcher": frozenset(),
     "loss": frozenset({"num_classes"}),
 }
+
+
+def wired_arguments(family: str, known: Mapping[str, Any]) -> dict[str, Any]:
+    """The wired arguments of ``family`` (``WIRED_ARGUMENTS``), taken from ``known``, the values
+    the builder has at that point (``in_channels``, ``num_classes``...)."""
+    missing = WIRED_ARGUMENTS[family] - known.keys()
+    if missing:
+        raise ComponentError(f"{family}: no value to pass for {', '.join(sorted(missing))}")
+    return {key: known[key] for key in sorted(WIRED_ARGUMENTS[family])}
 
 
 class UnknownComponentError(ComponentError):

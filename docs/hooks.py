@@ -403,6 +403,8 @@ def _field_type(annotation: Any, metadata: Sequence[Any] = ()) -> str:
         return _field_type(args[0], [*args[1:], *metadata])
     if origin is Literal:
         return "one of " + ", ".join(code(toml_value(arg)) for arg in args)
+    if isinstance(annotation, type) and issubclass(annotation, Enum):
+        return "one of " + ", ".join(code(toml_value(member)) for member in annotation)
     members = _union_members(annotation)
     if members:
         kinds = [_field_type(arg, metadata) for arg in members if arg is not type(None)]

@@ -46,6 +46,7 @@ _EXPORTS = {
     **dict.fromkeys(["TideReport", "analyse_runs", "tide_analysis"], "sparseinst_cli.analysis.tide"),
     **dict.fromkeys(["TimingReport", "time_models", "time_predictor"], "sparseinst_cli.analysis.timing"),
     **dict.fromkeys(["TrainResult", "Trainer"], "sparseinst_cli.engine.trainer"),
+    **dict.fromkeys(["TrainingParts", "build_training"], "sparseinst_cli.engine.build"),
     **dict.fromkeys(["train"], "sparseinst_cli.engine.training"),
 }
 

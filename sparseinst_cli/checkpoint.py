@@ -19,7 +19,7 @@ from components.pretrained import load_strict
 from .builder import build_model
 from .errors import WeightsError
 from .files import atomic_write, not_found
-from .recipe import Recipe, stored_recipe
+from .recipe import Recipe, stored_recipe, without_backbone_weights
 
 FORMAT = "sparseinst"
 FORMAT_VERSION = "1"
@@ -47,9 +47,7 @@ def save_checkpoint(
     path = Path(path)
     state = weights.state_dict() if isinstance(weights, nn.Module) else weights
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-    stored = recipe.dump()
-    if "weights" in stored["model"]["backbone"]:
-        stored["model"]["backbone"]["weights"] = None  # the checkpoint holds the weights now
+    stored = without_backbone_weights(recipe).dump()  # the checkpoint holds the weights now
     if stored["model"].get("init_from") is not None:  # likewise: the start is part of the weights
         stored["model"].update(init_from=None, class_map={}, init_strict=False)
     metadata = {

@@ -25,6 +25,7 @@ from pydantic import (
     Tag,
     ValidationError,
     create_model,
+    field_serializer,
     field_validator,
     model_validator,
 )
@@ -32,7 +33,7 @@ from pydantic import (
 from components.inference_defaults import MASK_THRESHOLD, MAX_DETECTIONS
 from components.registry import FAMILIES, StrictModel, registry, unknown_name_message
 
-from .defaults import CONF
+from .defaults import CONF, Precision
 from .errors import RecipeError
 from .resources import builtin_recipe, builtin_recipe_names
 
@@ -179,7 +180,7 @@ class DataSection(StrictModel):
 class TrainSectionBase(StrictModel):
     # autocast; matching and losses stay fp32. auto: bf16 where the device computes it natively
     # (resolved at the start and stored in the run's recipe.json), fp32 elsewhere.
-    precision: Literal["fp32", "fp16", "bf16", "auto"] = "fp32"
+    precision: Precision = Precision.fp32
     channels_last: bool = True  # NHWC activations: faster convolutions on CPU (oneDNN) and tensor cores
     seed: int = 0
     workers: Annotated[int, Field(ge=0)] = DATA_WORKERS
@@ -193,6 +194,11 @@ class TrainSectionBase(StrictModel):
     calibrate_init: bool = True  # rescale fresh layers on the first batch (calibration.py); off: the SPEC's init as is
     augmentation: AugmentationSection = AugmentationSection()
     solver: SolverSection = SolverSection()
+
+    @field_serializer("precision")
+    def _precision_name(self, precision: Precision | str) -> str:
+        """The plain name, also where a copy holds the name itself (the run's resolved precision)."""
+        return Precision(precision).value
 
 
 class ModelSectionBase(StrictModel):
@@ -276,6 +282,17 @@ def recipe_schema() -> type[RecipeBase]:
 
 
 Recipe = RecipeBase  # the type to annotate with; instances come from ``recipe_schema()``
+
+
+def without_backbone_weights(recipe: RecipeBase) -> RecipeBase:
+    """``recipe`` without its backbone's ``weights`` (the ImageNet file a training run starts
+    from), for a model whose weights are held elsewhere: a checkpoint, a converted file, a
+    converted authors' model. Unchanged when the backbone has no ``weights`` parameter."""
+    backbone = recipe.model.backbone
+    if "weights" not in type(backbone).model_fields:
+        return recipe
+    model = recipe.model.model_copy(update={"backbone": backbone.model_copy(update={"weights": None})})
+    return recipe.model_copy(update={"model": model})
 
 
 def validate_recipe(data: Mapping[str, Any], source: str = "<recipe>") -> RecipeBase:

@@ -25,8 +25,7 @@ from sparseinst_cli.data.demo_data import generate_demo_dataset
 from sparseinst_cli.inference.predictor import Predictor
 from sparseinst_cli.recipe import load_recipe
 
-from .conftest import SMALL_MODEL
-from .test_training import TINY_TRAINING
+from .conftest import SMALL_MODEL, TINY_TRAINING, random_checkpoint
 
 SIZE = 64
 
@@ -72,11 +71,9 @@ class Env:
 def env(tmp_path_factory) -> Env:
     root = tmp_path_factory.mktemp("bad")
     demo = generate_demo_dataset(root / "demo", train_images=4, val_images=2, size=(SIZE, SIZE))
-    recipe = load_recipe("r50_giam", [*SMALL_MODEL, "model.num_classes=4", "input.min_size_test=64",
-                                      "input.max_size_test=64"])
-    predictor = Predictor.from_recipe(recipe, seed=1)
-    categories = json.loads(demo.val_json.read_text())["categories"]
-    weights = save_checkpoint(root / "model.safetensors", predictor.model, recipe, categories)
+    weights = random_checkpoint(root / "model.safetensors", "r50_giam", [*SMALL_MODEL, "model.num_classes=4",
+                                "input.min_size_test=64", "input.max_size_test=64"], seed=1,
+                                categories=json.loads(demo.val_json.read_text())["categories"])
     runner = CliRunner()
     results = root / "eval"
     run = runner.invoke(app, ["eval", "--weights", str(weights), "--data", str(demo.val_json), "--images",

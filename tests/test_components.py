@@ -3,14 +3,18 @@ are not multiples of 32 included) and a backward pass."""
 
 from __future__ import annotations
 
+import inspect
 from functools import partial
 
 import pytest
 import torch
 from torch import nn
 
-from components import SparseInst, build, registry
+from components import FAMILIES, SparseInst, build, registry
 from components.backbones import Stem
+from components.registry import WIRED_ARGUMENTS, ComponentError, wired_arguments
+from sparseinst_cli.builder import build_model
+from sparseinst_cli.recipe import validate_recipe
 
 # Narrow parameters per component name; components without an entry use their defaults.
 SMALL = {
@@ -25,12 +29,13 @@ SIZES = [(64, 64), (96, 128), (100, 75), (33, 47), (16, 16), (8, 8)]
 NUM_CLASSES = 5
 
 
-def small_model(backbone: str = "resnet50", encoder: str = "instance_context", iam: str = "group", **iam_params):
-    net = build("backbone", backbone, **SMALL["backbone"])
-    enc = build("encoder", encoder, in_channels=net.out_channels, **SMALL["encoder"])
-    dec = build("decoder", "iam_decoder", in_channels=32, num_classes=NUM_CLASSES,
-                iam=partial(build, "iam", iam, **iam_params), **SMALL["decoder"])
-    return SparseInst(net, enc, dec)
+def small_model(backbone: str = "resnet50", encoder: str = "instance_context", iam: str = "group",
+                **iam_params) -> SparseInst:
+    """Built as a recipe is, so that the components are wired as the builder wires them."""
+    model = {"num_classes": NUM_CLASSES, "backbone": {"name": backbone, **SMALL["backbone"]},
+             "encoder": {"name": encoder, **SMALL["encoder"]}, "iam": {"name": iam, **iam_params},
+             "decoder": {"name": "iam_decoder", **SMALL["decoder"]}}
+    return build_model(validate_recipe({"model": model}))
 
 
 def stride_size(size: int, stride: int) -> int:
@@ -38,6 +43,23 @@ def stride_size(size: int, stride: int) -> int:
     for _ in range(stride.bit_length() - 1):
         size = (size + 1) // 2
     return size
+
+
+@pytest.mark.parametrize(("family", "name"), [(f, n) for f in FAMILIES for n in registry(f).names()])
+def test_wired_arguments_are_taken_and_not_in_the_recipe(family: str, name: str) -> None:
+    """Every component takes its family's wired arguments (the builder passes them), and its
+    recipe parameters leave them out."""
+    factory = registry(family).get(name)
+    assert WIRED_ARGUMENTS[family] <= set(inspect.signature(factory).parameters)
+    assert not WIRED_ARGUMENTS[family] & set(registry(family).params_model(name).model_fields)
+
+
+def test_wired_arguments_are_picked_from_what_is_known() -> None:
+    known = {"in_channels": 8, "num_classes": 3, "num_instances": 4, "iam": None}
+    assert wired_arguments("loss", known) == {"num_classes": 3}
+    assert wired_arguments("backbone", known) == {}
+    with pytest.raises(ComponentError, match="encoder: no value to pass for in_channels"):
+        wired_arguments("encoder", {"num_classes": 3})
 
 
 @pytest.mark.parametrize("name", registry("backbone").names())
@@ -173,7 +195,6 @@ def test_official_initialization() -> None:
                                     "r50vd_dcn_giam_aug", "r101_giam", "r101_dcn_giam"])
 def test_resnet_recipes_train_what_the_official_configs_train(recipe: str) -> None:
     """Every official config sets FREEZE_AT: 0: the stem and res2 train too (their norms stay frozen)."""
-    from sparseinst_cli.builder import build_model
     from sparseinst_cli.recipe import load_recipe
 
     backbone = build_model(load_recipe(recipe)).backbone

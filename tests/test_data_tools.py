@@ -10,13 +10,23 @@ import pytest
 from typer.testing import CliRunner
 
 from sparseinst_cli.cli.app import app
-from sparseinst_cli.data.check import IMAGE_SIZE_MISMATCH, UNREADABLE_IMAGE, check_dataset
-from sparseinst_cli.data.datasets import INVALID_SEGMENTATION, MISSING_IMAGE_FILE, UNKNOWN_CATEGORY
-from sparseinst_cli.data.images import write_image
+from sparseinst_cli.data.check import (
+    IMAGE_SIZE_MISMATCH,
+    UNREADABLE_IMAGE,
+    check_dataset,
+)
+from sparseinst_cli.data.datasets import (
+    INVALID_SEGMENTATION,
+    MISSING_IMAGE_FILE,
+    UNKNOWN_CATEGORY,
+)
+from sparseinst_cli.data.images import read_image, read_skipping, write_image
 from sparseinst_cli.data.split import split_dataset
 from sparseinst_cli.errors import SparseInstError
 
-from .test_datasets import RECT, H, W, ann, make_coco
+from .conftest import COCO_SIZE, RECT, RecordingProgress, ann, make_coco
+
+H, W = COCO_SIZE
 
 CATEGORIES = [{"id": 1, "name": "thing"}, {"id": 2, "name": "other"}]
 BIG = [0, 0, 50, 0, 50, 35, 0, 35]  # 50 x 35 = 1750 pixels: medium
@@ -118,3 +128,16 @@ def test_split_refuses_to_overwrite_and_bad_fractions(tmp_path: Path) -> None:
     assert "train:" in run.output and "(14 images" in run.output and "(6 images" in run.output
     again = CliRunner().invoke(app, ["data", "split", str(path), "--out", str(tmp_path / "cli")])
     assert again.exit_code == 2 and "already exist" in again.output
+
+
+def test_read_skipping_records_the_unreadable_and_goes_on(tmp_path: Path) -> None:
+    good, bad, missing = tmp_path / "good.png", tmp_path / "bad.png", tmp_path / "missing.png"
+    write_image(good, np.zeros((4, 5, 3), np.uint8))
+    bad.write_bytes(b"not an image")
+    skipped: list[str] = []
+    progress = RecordingProgress()
+    read = [(path, image.shape) for path, image in read_skipping([bad, good, missing], read_image, skipped, progress)]
+    assert read == [(good, (4, 5, 3))]
+    assert skipped == [f"{bad}: not a readable image (corrupt or unsupported format)", f"{missing}: no such file"]
+    assert progress.events == [("note", f"skipped: {skipped[0]}"), ("advance", 1),
+                               ("note", f"skipped: {skipped[1]}"), ("advance", 2)]

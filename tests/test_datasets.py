@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -27,8 +26,9 @@ from sparseinst_cli.data.transforms import (
 from sparseinst_cli.errors import DatasetError, ImageError
 from sparseinst_cli.recipe import AugmentationSection, InputSection
 
-H, W = 40, 60
-RECT = [10, 5, 30, 5, 30, 25, 10, 25]  # x from 10 to 30, y from 5 to 25: 20 x 20 pixels (pycocotools)
+from .conftest import COCO_SIZE, RECT, ann, make_coco
+
+H, W = COCO_SIZE
 
 
 def rect_mask(top: int, left: int, bottom: int, right: int, height: int = H, width: int = W) -> np.ndarray:
@@ -46,36 +46,6 @@ def uncompressed_rle(mask: np.ndarray) -> dict:
     if flat[0]:
         counts = [0, *counts]
     return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": counts}
-
-
-def make_coco(
-    root: Path,
-    images: list[dict] | None = None,
-    annotations: list[dict] | None = None,
-    categories: list[dict] | None = None,
-    write: bool = True,
-) -> tuple[Path, Path]:
-    """A COCO JSON and PNG images (noise, seeded by id) under ``root``; returns (json, image folder)."""
-    folder = root / "images"
-    folder.mkdir(parents=True, exist_ok=True)
-    images = [{"id": 1, "file_name": "a.png", "height": H, "width": W}] if images is None else images
-    for entry in images:
-        if write and isinstance(entry, dict) and "file_name" in entry and "height" in entry:
-            rng = np.random.default_rng(entry.get("id", 0))
-            pixels = rng.integers(0, 256, (entry["height"], entry["width"], 3), dtype=np.uint8)
-            write_image(folder / entry["file_name"], pixels)
-    data = {
-        "images": images,
-        "annotations": annotations or [],
-        "categories": categories or [{"id": 1, "name": "thing"}],
-    }
-    path = root / "instances.json"
-    path.write_text(json.dumps(data))
-    return path, folder
-
-
-def ann(ann_id: int, segmentation, image_id: int = 1, category_id: int = 1, **extra) -> dict:
-    return {"id": ann_id, "image_id": image_id, "category_id": category_id, "segmentation": segmentation, **extra}
 
 
 # ------------------------------------------------------------------------------------- reading

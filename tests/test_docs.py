@@ -38,6 +38,8 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import random_checkpoint, write_clip
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 GUIDES = ("getting-started.md", "predicting.md", "data.md")
@@ -241,24 +243,21 @@ def sandbox_env(base: Path, authors_bytes: bytes) -> dict[str, str]:
 
 def make_sandbox(folder: Path) -> Path:
     """The files the guides' commands use (see the top of this file)."""
-    from sparseinst_cli.checkpoint import save_checkpoint
     from sparseinst_cli.data.demo_data import DEMO_CLASSES, generate_demo_dataset
     from sparseinst_cli.data.images import read_image, write_image
-    from sparseinst_cli.inference.predictor import Predictor
 
     demo = generate_demo_dataset(folder / "data/demo", train_images=4, val_images=4, size=(DEMO_SIZE, DEMO_SIZE))
     names = ", ".join(f'"{name}"' for name in DEMO_CLASSES)
-    predictor = Predictor.from_recipe("demo", overrides=[
-        f"input.min_size_test={DEMO_SIZE}", f"input.max_size_test={DEMO_SIZE}",
-        f"model.num_classes={len(DEMO_CLASSES)}", f"model.class_names=[{names}]"], seed=0)
     for sub in ("runs/demo", "photos", "labelme", "yolo/images", "yolo/labels"):
         (folder / sub).mkdir(parents=True)
-    save_checkpoint(folder / "runs/demo/model.safetensors", predictor.model, predictor.recipe, predictor.categories)
+    random_checkpoint(folder / "runs/demo/model.safetensors", "demo", [
+        f"input.min_size_test={DEMO_SIZE}", f"input.max_size_test={DEMO_SIZE}",
+        f"model.num_classes={len(DEMO_CLASSES)}", f"model.class_names=[{names}]"], seed=0)
 
     images = sorted(demo.val_dir.glob("*.png"))
     for number, image in enumerate(images[:3], 1):
         write_image(folder / "photos" / f"photo{number}.jpg", read_image(image))
-    write_clip(folder / "street.mp4", frames=6)
+    write_clip(folder / "street.mp4", frames=6, size=(DEMO_SIZE, DEMO_SIZE))
 
     scene = read_image(images[0])
     write_image(folder / "labelme/scene.png", scene)
@@ -273,18 +272,3 @@ def make_sandbox(folder: Path) -> Path:
     (folder / "yolo/labels/scene.txt").write_text(f"0 {normalized}\n")
     (folder / "yolo/data.yaml").write_text("path: .\ntrain: images\nval: images\nnames:\n  0: car\n")
     return folder
-
-
-def write_clip(path: Path, frames: int) -> Path:
-    """Moving shapes at 64x64, written with OpenCV (as tests/test_video.py does at its size)."""
-    import cv2
-    import numpy as np
-
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 12.0, (DEMO_SIZE, DEMO_SIZE))
-    for i in range(frames):
-        frame = np.full((DEMO_SIZE, DEMO_SIZE, 3), 30, np.uint8)
-        cv2.circle(frame, (12 + 3 * i, 32), 10, (0, 200, 255), -1)
-        cv2.rectangle(frame, (40, 6 + 2 * i), (58, 24 + 2 * i), (255, 80, 0), -1)
-        writer.write(frame)
-    writer.release()
-    return path

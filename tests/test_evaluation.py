@@ -10,15 +10,13 @@ import pytest
 from typer.testing import CliRunner
 
 from sparseinst_cli.analysis.coco_eval import evaluate_results, mask_ap
-from sparseinst_cli.checkpoint import save_checkpoint
 from sparseinst_cli.cli.app import app
 from sparseinst_cli.data.coco import encode_rle, match_categories
 from sparseinst_cli.data.demo_data import generate_demo_dataset
-from sparseinst_cli.errors import ResultsError
+from sparseinst_cli.errors import ResultsError, SparseInstError
 from sparseinst_cli.inference.predictor import Predictor
-from sparseinst_cli.recipe import load_recipe
 
-from .conftest import SMALL_MODEL, RecordingProgress
+from .conftest import SMALL_MODEL, RecordingProgress, random_checkpoint
 
 HEIGHT, WIDTH = 40, 60
 RECALL_POINTS = 101  # COCO interpolates precision at recall 0, 0.01, ..., 1
@@ -168,14 +166,28 @@ def test_categories_are_matched_by_name_then_by_order() -> None:
         match_categories([{"id": i, "name": str(i)} for i in range(3)], dataset)
 
 
+def test_a_predictor_with_a_dataset_s_categories_leaves_the_original_as_it_was() -> None:
+    predictor = Predictor.from_recipe("r50_giam", overrides=[*SMALL_MODEL, "inference.conf=0.0"])
+    dataset = [{"id": 3, "name": "cat"}, {"id": 7, "name": "dog"}, {"id": 9, "name": "cow"}]
+    renamed = predictor.with_categories(dataset)
+    assert renamed.model is predictor.model  # the network is shared, not copied
+    assert predictor.class_names == ["class_0", "class_1", "class_2"] and renamed.class_names == ["cat", "dog", "cow"]
+    image = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    before, after = predictor(image)[0], renamed(image)[0]
+    assert len(before) > 0 and np.array_equal(before.labels, after.labels)
+    assert after.names == [["cat", "dog", "cow"][label] for label in after.labels.tolist()]
+    assert before.names == [f"class_{label}" for label in before.labels.tolist()]
+    with pytest.raises(SparseInstError, match="2 categories given for a model of 3 classes"):
+        predictor.with_categories(dataset[:2])
+
+
 @pytest.fixture
 def demo_and_weights(tmp_path: Path):
     """Three 64x64 demo images and a small random model with the demo's four classes."""
     data = generate_demo_dataset(tmp_path / "demo", train_images=1, val_images=3, size=(64, 64))
-    recipe = load_recipe("r50_giam", [*SMALL_MODEL, "model.num_classes=4", "inference.conf=0.0",
-                                      "input.min_size_test=64", "input.max_size_test=64"])
-    predictor = Predictor.from_recipe(recipe, seed=1)
-    return data, save_checkpoint(tmp_path / "model.safetensors", predictor.model, recipe, predictor.categories)
+    return data, random_checkpoint(tmp_path / "model.safetensors", "r50_giam",
+                                   [*SMALL_MODEL, "model.num_classes=4", "inference.conf=0.0",
+                                    "input.min_size_test=64", "input.max_size_test=64"], seed=1)
 
 
 def test_eval_command_runs_a_model_and_scores_its_results_file(demo_and_weights, tmp_path: Path) -> None:

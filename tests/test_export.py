@@ -21,8 +21,7 @@ from sparseinst_cli.errors import ExportError
 from sparseinst_cli.inference.onnx_runtime import OnnxModel
 from sparseinst_cli.inference.predictor import Predictor
 
-from .conftest import SMALL_MODEL, shapes_image
-from .test_timing import randomize_frozen_norms
+from .conftest import SMALL_MODEL, randomize_frozen_norms, shapes_image
 
 # Tolerances: onnxruntime and PyTorch order float sums differently.
 RAW_RTOL = 2e-4  # of each output's largest magnitude; onnxruntime and oneDNN sum convolutions in different

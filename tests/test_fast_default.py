@@ -11,7 +11,6 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from sparseinst_cli.checkpoint import save_checkpoint
 from sparseinst_cli.cli.app import app
 from sparseinst_cli.data.coco import decode_rle
 from sparseinst_cli.data.images import write_image
@@ -19,8 +18,7 @@ from sparseinst_cli.deploy.backends import ModelSource
 from sparseinst_cli.inference import predictor as predictor_module
 from sparseinst_cli.inference.predictor import Precision, Predictor, resolve_precision
 
-from .conftest import SMALL_MODEL, shapes_image
-from .test_timing import randomize_frozen_norms
+from .conftest import SMALL_MODEL, random_checkpoint, shapes_image
 
 SCORE_TOLERANCE = 1e-4
 MASK_AGREEMENT = 0.999  # share of pixels; the others sit within float noise of the threshold
@@ -28,12 +26,9 @@ MASK_AGREEMENT = 0.999  # share of pixels; the others sit within float noise of 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("fast")
-    predictor = Predictor.from_recipe("r50_giam", overrides=[*SMALL_MODEL, "input.min_size_test=96",
-                                                             "input.max_size_test=128"], seed=3)
-    with torch.no_grad():
-        randomize_frozen_norms(predictor.model)
-    return save_checkpoint(folder / "model.safetensors", predictor.model, predictor.recipe, predictor.categories)
+    return random_checkpoint(tmp_path_factory.mktemp("fast") / "model.safetensors", "r50_giam",
+                             [*SMALL_MODEL, "input.min_size_test=96", "input.max_size_test=128"], seed=3,
+                             frozen_norms=True)
 
 
 def test_from_checkpoint_is_fast_by_default_and_equals_the_plain_model(checkpoint: Path) -> None:

@@ -21,7 +21,7 @@ from sparseinst_cli.cli.app import app
 from sparseinst_cli.cli.exit_codes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED
 from sparseinst_cli.data.demo_data import generate_demo_dataset
 
-from .test_training import TINY_TRAINING
+from .conftest import TINY_TRAINING, write_clip
 
 STEPS = 8
 WAIT = 120  # seconds a run may take on 2 loaded cores before the test gives up
@@ -61,6 +61,7 @@ def steps_logged(out: Path) -> list[int]:
     return [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines() if '"eval"' not in line]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_kill_9_at_a_random_moment_then_resume_and_predict(demo: Path, tmp_path: Path, seed: int) -> None:
     out = tmp_path / "run"
@@ -89,6 +90,7 @@ def test_kill_9_at_a_random_moment_then_resume_and_predict(demo: Path, tmp_path:
     assert predicted.exit_code == 0, predicted.output
 
 
+@pytest.mark.slow
 def test_sigterm_saves_exits_143_and_resumes_exactly(demo: Path, tmp_path: Path) -> None:
     straight = finished(train_command(demo, tmp_path / "straight"))
     assert straight.returncode == 0, straight.stderr
@@ -111,6 +113,7 @@ def test_sigterm_saves_exits_143_and_resumes_exactly(demo: Path, tmp_path: Path)
     assert steps_logged(out) == steps_logged(tmp_path / "straight")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum, exit_code", [(signal.SIGTERM, EXIT_TERMINATED), (signal.SIGINT, EXIT_INTERRUPTED)])
 def test_a_signal_to_the_whole_process_group_stops_cleanly_with_data_workers(demo: Path, tmp_path: Path, signum: int,
                                                                              exit_code: int) -> None:
@@ -188,7 +191,6 @@ def test_a_full_disk_under_a_writer_that_hides_its_errno_is_still_named(demo: Pa
 def test_a_full_disk_while_writing_a_video_names_it_and_leaves_no_half_file(tmp_path: Path, monkeypatch) -> None:
     from sparseinst_cli.inference import video
 
-    from .test_video import write_clip
 
     clip = write_clip(tmp_path / "clip.mp4", frames=6)
 

@@ -31,9 +31,8 @@ from sparseinst_cli.errors import RecipeError
 from sparseinst_cli.inference import predictor as predictor_module
 from sparseinst_cli.recipe import SolverSection, load_recipe
 
-from .conftest import SMALL_MODEL
+from .conftest import SMALL_MODEL, TINY_TRAINING, StopAfter, recipe_for
 from .official_reference import official_layout, random_official_state_dict
-from .test_training import TINY_TRAINING, StopAfter, demo, recipe_for  # noqa: F401 - demo is a fixture
 
 SOURCE_CLASSES = ("circle", "triangle", "square", "star")
 CLASS_HEAD = ("decoder.cls_score.weight", "decoder.cls_score.bias")
@@ -170,7 +169,7 @@ def test_unnamed_source_transfers_class_rows_by_position(tmp_path: Path) -> None
 
 
 def test_training_from_init_from_starts_at_step_0_and_records_the_transfer(demo: Path, tmp_path: Path) -> None:  # noqa: F811
-    source = Trainer(recipe_for(demo, "train.solver.batch_size=2", "train.solver.max_iter=2"), tmp_path / "source")
+    source = Trainer.from_recipe(recipe_for(demo, "train.solver.batch_size=2", "train.solver.max_iter=2"), tmp_path / "source")
     source.run()
     subset = json.loads((demo / "train.json").read_text())
     subset["categories"] = [{"id": 4, "name": "Star"}, {"id": 9, "name": "hexagon"}]
@@ -179,7 +178,7 @@ def test_training_from_init_from_starts_at_step_0_and_records_the_transfer(demo:
     recipe = recipe_for(demo, "train.solver.batch_size=2", "train.solver.max_iter=2",
                         f"data.val.annotations={demo / 'stars.json'}", f"data.val.images={demo / 'train'}",
                         f'model.init_from="{tmp_path / "source" / "model.safetensors"}"', annotations="stars.json")
-    trainer = Trainer(recipe, tmp_path / "finetuned")
+    trainer = Trainer.from_recipe(recipe, tmp_path / "finetuned")
     source_weights = load_model(tmp_path / "source" / "model.safetensors")[0].state_dict()
     assert torch.equal(trainer.model.state_dict()["decoder.mask_kernel.weight"],
                        source_weights["decoder.mask_kernel.weight"])
@@ -194,7 +193,7 @@ def test_training_from_init_from_starts_at_step_0_and_records_the_transfer(demo:
     assert checkpoint.recipe.model.init_from is None and checkpoint.class_names == ["Star", "hexagon"]
     longer = recipe.model_copy(update={"train": recipe.train.model_copy(update={
         "solver": recipe.train.solver.model_copy(update={"max_iter": 3})})})
-    resumed = Trainer(longer, tmp_path / "finetuned", initialize=False)
+    resumed = Trainer.from_recipe(longer, tmp_path / "finetuned", initialize=False)
     resumed.resume()
     assert resumed.transfer is None and resumed.run().step == 3
     kept = json.loads((tmp_path / "finetuned" / "run.json").read_text())
@@ -226,11 +225,11 @@ def test_resume_with_ema_equals_a_straight_run(demo: Path, tmp_path: Path) -> No
     recipe = recipe_for(demo, "train.solver.batch_size=2", "train.solver.max_iter=6", "train.checkpoint_period=100",
                         "train.ema=true", "train.ema_decay=0.9", "train.ema_warmup=2",
                         "train.log_period=2")
-    straight = Trainer(recipe, tmp_path / "straight")
+    straight = Trainer.from_recipe(recipe, tmp_path / "straight")
     straight.run()
-    first = Trainer(recipe, tmp_path / "resumed")
+    first = Trainer.from_recipe(recipe, tmp_path / "resumed")
     assert first.run(StopAfter(first, 3)).interrupted
-    second = Trainer(recipe, tmp_path / "resumed", initialize=False)
+    second = Trainer.from_recipe(recipe, tmp_path / "resumed", initialize=False)
     second.resume()
     assert second.ema.updates == 3
     second.run()
@@ -278,7 +277,7 @@ def test_schedule_in_epochs() -> None:
 def test_trainer_uses_the_resolved_learning_rate(demo: Path, tmp_path: Path) -> None:  # noqa: F811
     recipe = recipe_for(demo, "train.solver.batch_size=2", "train.solver.lr_scaling=linear",
                         "train.solver.reference_batch_size=8", "train.solver.epochs=1")
-    trainer = Trainer(recipe, tmp_path / "run")
+    trainer = Trainer.from_recipe(recipe, tmp_path / "run")
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 * 2 / 8)
     assert trainer.recipe.train.solver.max_iter == 3  # 6 images, 2 per step
     stored = json.loads(json.dumps(trainer.recipe.dump()))["train"]["solver"]
@@ -291,10 +290,10 @@ def test_auto_training_precision_is_resolved_and_stored(demo: Path, tmp_path: Pa
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
     monkeypatch.setattr(predictor_module, "CPU_INFO", str(cpuinfo))
-    trainer = Trainer(recipe_for(demo, 'train.precision="auto"'), tmp_path / "run")
+    trainer = Trainer.from_recipe(recipe_for(demo, 'train.precision="auto"'), tmp_path / "run")
     assert trainer.recipe.train.precision == expected  # what recipe.json keeps, so a resume runs the same
     assert trainer.autocast_dtype == {"fp32": None, "bf16": torch.bfloat16}[expected]
-    assert trainer.precision_note == f"{expected} (auto)"
+    assert trainer.parts.precision_note == f"{expected} (auto)"
 
 
 # ---------------------------------------------------------------- calibration and dense scenes
@@ -348,7 +347,7 @@ def _dense_run(tmp_path: Path, name: str, *extra: str) -> list[dict]:
     recipe = load_recipe("r50_giam", [*TINY_TRAINING, f"data.train.annotations={annotations}",
                                       f"data.train.images={scene / 'images'}", *DENSE_OVERRIDES, *extra])
     torch.manual_seed(0)
-    Trainer(recipe, tmp_path / name).run()
+    Trainer.from_recipe(recipe, tmp_path / name).run()
     return [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
 
 
@@ -370,7 +369,7 @@ def test_dense_scene_losses_stay_bounded(tmp_path: Path) -> None:
 
 
 def test_curves_png_from_a_run_and_by_command(demo: Path, tmp_path: Path) -> None:  # noqa: F811
-    trainer = Trainer(recipe_for(demo, "train.solver.batch_size=2", "train.solver.max_iter=3"), tmp_path / "run")
+    trainer = Trainer.from_recipe(recipe_for(demo, "train.solver.batch_size=2", "train.solver.max_iter=3"), tmp_path / "run")
     trainer.run()
     png = tmp_path / "run" / CURVES_FILE
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

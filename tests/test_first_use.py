@@ -18,7 +18,7 @@ from sparseinst_cli.data.images import read_image, write_image
 from sparseinst_cli.inference.predictor import Predictor
 from sparseinst_cli.weights import zoo
 
-from .conftest import shapes_image
+from .conftest import TINY_TRAINING, shapes_image
 
 NAME = zoo.DEFAULT_MODEL
 
@@ -95,7 +95,6 @@ def test_the_api_and_the_commands_without_weights_use_the_zoo(offline_zoo: Path,
 
 
 def test_training_starts_from_a_zoo_model_by_name(offline_zoo: Path, tmp_path: Path) -> None:
-    from .test_training import TINY_TRAINING
 
     demo = tmp_path / "demo"
     generate_demo_dataset(demo, train_images=2, val_images=1, size=(64, 64), seed=0)

@@ -11,15 +11,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from sparseinst_cli.checkpoint import save_checkpoint
 from sparseinst_cli.cli.app import app
 from sparseinst_cli.data.images import write_image
 from sparseinst_cli.errors import SparseInstError
 from sparseinst_cli.files import new_run_folder, refuse_overwriting
-from sparseinst_cli.inference.predictor import Predictor
 
-from .conftest import shapes_image
-from .test_video import write_clip
+from .conftest import random_checkpoint, shapes_image, write_clip
 
 
 def digest(path: Path) -> str:
@@ -32,9 +29,8 @@ def tree(folder: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    predictor = Predictor.from_recipe("demo", overrides=["input.min_size_test=96", "input.max_size_test=128"], seed=1)
-    return save_checkpoint(tmp_path_factory.mktemp("outputs") / "model.safetensors", predictor.model,
-                           predictor.recipe, predictor.categories)
+    return random_checkpoint(tmp_path_factory.mktemp("outputs") / "model.safetensors", "demo",
+                             ["input.min_size_test=96", "input.max_size_test=128"], seed=1)
 
 
 def test_run_folders_are_numbered(tmp_path: Path) -> None:

@@ -18,6 +18,8 @@ PROJECT = Path(__file__).resolve().parent.parent
 SOURCES = ("pyproject.toml", "README.md", "sparseinst_cli", "components", "recipes", "samples")
 TIMEOUT = 600  # seconds per step; each takes seconds to a minute on 2 cores
 
+pytestmark = pytest.mark.slow  # builds and installs a wheel
+
 
 def run(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
     result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=TIMEOUT,

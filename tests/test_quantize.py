@@ -16,21 +16,18 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from sparseinst_cli.checkpoint import save_checkpoint
 from sparseinst_cli.cli.app import app
 from sparseinst_cli.deploy.quantize import METADATA_QUANTIZATION, quantize_model
 from sparseinst_cli.errors import ExportError
 from sparseinst_cli.inference.predictor import Predictor, int8_sums_saturate
 
-from .conftest import SMALL_MODEL, shapes_image
+from .conftest import SMALL_MODEL, random_checkpoint, shapes_image
 
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("int8")
-    predictor = Predictor.from_recipe("r50_giam", overrides=[*SMALL_MODEL, "input.min_size_test=64",
-                                                             "input.max_size_test=96"], seed=2)
-    return save_checkpoint(folder / "model.safetensors", predictor.model, predictor.recipe, predictor.categories)
+    return random_checkpoint(tmp_path_factory.mktemp("int8") / "model.safetensors", "r50_giam",
+                             [*SMALL_MODEL, "input.min_size_test=64", "input.max_size_test=96"], seed=2)
 
 
 def test_quantized_model_reads_only_its_calibration_folder(weights: Path, tmp_path: Path) -> None:

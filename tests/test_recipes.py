@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
@@ -9,8 +10,9 @@ import torch
 
 from components.inference_defaults import CANDIDATE_THRESHOLD
 from sparseinst_cli.builder import build_model
+from sparseinst_cli.defaults import Precision
 from sparseinst_cli.errors import RecipeError
-from sparseinst_cli.recipe import load_recipe
+from sparseinst_cli.recipe import load_recipe, without_backbone_weights
 from sparseinst_cli.resources import builtin_recipe, builtin_recipe_names
 
 from .conftest import SMALL_MODEL
@@ -82,6 +84,28 @@ def test_null_override_unsets_an_optional_value() -> None:
     assert load_recipe("finetune_lite", ["train.solver.clip_grad_norm=null"]).train.solver.clip_grad_norm is None
     assert load_recipe("demo", ["data.val=null"]).data.val is None
     assert load_recipe("r50_giam", ["train.solver.lr_scaling=none"]).train.solver.lr_scaling == "none"  # a string
+
+
+def test_precision_is_the_command_line_enum_and_dumps_as_its_name() -> None:
+    precision = load_recipe("demo", ["train.precision=bf16"]).train.precision
+    assert precision is Precision.bf16 and precision == "bf16" and {"bf16": 1}[precision] == 1
+    assert load_recipe("demo", ["train.precision=bf16"]).dump()["train"]["precision"] == "bf16"
+    recipe = load_recipe("demo", ["train.precision=auto"])
+    resolved = recipe.model_copy(update={"train": recipe.train.model_copy(update={"precision": "bf16"})})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no serializer warning for a name set without validation
+        assert resolved.dump()["train"]["precision"] == "bf16"
+    with pytest.raises(RecipeError, match="train.precision: Input should be 'fp32', 'fp16', 'bf16' or 'auto'"):
+        load_recipe("demo", ["train.precision=fp8"])
+
+
+def test_without_backbone_weights_clears_only_them() -> None:
+    recipe = load_recipe("demo", ["model.backbone.weights=packaged"])
+    cleared = without_backbone_weights(recipe)
+    assert recipe.model.backbone.weights == "packaged" and cleared.model.backbone.weights is None
+    expected = recipe.dump()
+    expected["model"]["backbone"]["weights"] = None
+    assert cleared.dump() == expected
 
 
 def write(tmp_path: Path, text: str, name: str = "recipe.toml") -> Path:

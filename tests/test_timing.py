@@ -29,21 +29,9 @@ from sparseinst_cli.inference.predictor import Predictor
 from sparseinst_cli.inference.winograd import WinogradConv2d, use_winograd
 from sparseinst_cli.recipe import load_recipe
 
-from .conftest import SMALL_MODEL, shapes_image
+from .conftest import SMALL_MODEL, randomize_frozen_norms, shapes_image
 
 UNATTRIBUTED_MARGIN = 0.10  # stages must cover at least 90% of the end-to-end median
-
-
-def randomize_frozen_norms(model: torch.nn.Module) -> None:
-    """Give every frozen batch norm non-trivial statistics, so folding has something to fold."""
-    generator = torch.Generator().manual_seed(0)
-    for module in model.modules():
-        if isinstance(module, FrozenBatchNorm2d):
-            n = module.weight.numel()
-            module.weight.copy_(torch.rand(n, generator=generator) + 0.5)
-            module.bias.copy_(torch.rand(n, generator=generator) - 0.5)
-            module.running_mean.copy_(torch.rand(n, generator=generator) - 0.5)
-            module.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
 
 
 @pytest.mark.parametrize("recipe, extra", [

@@ -13,49 +13,11 @@ from typer.testing import CliRunner
 
 from sparseinst_cli.checkpoint import load_model
 from sparseinst_cli.cli.app import app
-from sparseinst_cli.data.demo_data import generate_demo_dataset
 from sparseinst_cli.engine.distributed import Process
 from sparseinst_cli.engine.trainer import Trainer
 from sparseinst_cli.errors import TrainingError
-from sparseinst_cli.recipe import load_recipe
 
-# A narrow model, small fixed-size images, no randomness in the augmentation.
-TINY_TRAINING = [
-    "model.backbone.name=resnet18",
-    "model.backbone.stem_width=16",
-    "model.backbone.base_width=16",
-    "model.encoder.channels=32",
-    "model.decoder.inst_width=32",
-    "model.decoder.mask_width=32",
-    "model.decoder.kernel_dim=16",
-    "model.decoder.num_instances=8",
-    "model.decoder.inst_depth=2",
-    "model.decoder.mask_depth=2",
-    "input.min_size_test=64",
-    "input.max_size_test=64",
-    "train.augmentation.min_sizes=[64]",
-    "train.augmentation.max_size=64",
-    "train.augmentation.flip=false",
-    "train.workers=0",
-    "train.log_period=1",
-    "train.solver.lr=1e-3",
-    "train.solver.lr_scaling=none",
-    "train.solver.warmup_iters=0",
-    "train.solver.lr_steps=[1000]",
-]
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("demo")
-    generate_demo_dataset(root, train_images=6, val_images=2, size=(64, 64), seed=0)
-    return root
-
-
-def recipe_for(demo: Path, *extra: str, annotations: str = "train.json"):
-    data = [f"data.train.annotations={demo / annotations}", f"data.train.images={demo / 'train'}",
-            f"data.val.annotations={demo / 'val.json'}", f"data.val.images={demo / 'val'}"]
-    return load_recipe("r50_giam", [*TINY_TRAINING, *data, *extra])
+from .conftest import TINY_TRAINING, StopAfter, recipe_for
 
 
 def one_image_subset(demo: Path, index: int, name: str) -> str:
@@ -70,7 +32,7 @@ def one_image_subset(demo: Path, index: int, name: str) -> str:
 def test_overfitting_one_image_halves_the_loss(demo: Path, tmp_path: Path) -> None:
     subset = one_image_subset(demo, 1, "one.json")
     recipe = recipe_for(demo, "train.solver.batch_size=1", "train.solver.max_iter=40", annotations=subset)
-    trainer = Trainer(recipe, tmp_path / "run")
+    trainer = Trainer.from_recipe(recipe, tmp_path / "run")
     trainer.run()
     losses = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     totals = [record["loss"] for record in losses if "loss" in record]
@@ -80,27 +42,16 @@ def test_overfitting_one_image_halves_the_loss(demo: Path, tmp_path: Path) -> No
     assert trainer.recipe.model.class_names == ("circle", "triangle", "square", "star")
 
 
-class StopAfter:
-    """Stands in for Ctrl-C arriving during step ``step``."""
-
-    def __init__(self, trainer: Trainer, step: int) -> None:
-        self.trainer, self.step = trainer, step
-
-    @property
-    def requested(self) -> bool:
-        return self.trainer.step >= self.step
-
-
 def test_interrupted_and_resumed_run_matches_a_straight_run(demo: Path, tmp_path: Path) -> None:
     recipe = recipe_for(demo, "train.solver.batch_size=2", "train.solver.max_iter=6", "train.checkpoint_period=100")
-    straight = Trainer(recipe, tmp_path / "straight")
+    straight = Trainer.from_recipe(recipe, tmp_path / "straight")
     straight.run()
 
-    first = Trainer(recipe, tmp_path / "resumed")
+    first = Trainer.from_recipe(recipe, tmp_path / "resumed")
     result = first.run(StopAfter(first, 3))
     assert result.interrupted and result.step == 3
     assert (tmp_path / "resumed" / "last.pt").is_file()
-    second = Trainer(recipe, tmp_path / "resumed")
+    second = Trainer.from_recipe(recipe, tmp_path / "resumed")
     second.resume()
     assert second.step == 3
     second.run()
@@ -119,7 +70,7 @@ def test_interrupted_and_resumed_run_matches_a_straight_run(demo: Path, tmp_path
 
 def test_non_finite_loss_names_the_step_and_term(demo: Path, tmp_path: Path) -> None:
     recipe = recipe_for(demo, "train.solver.batch_size=2", "train.solver.max_iter=3")
-    trainer = Trainer(recipe, tmp_path / "run")
+    trainer = Trainer.from_recipe(recipe, tmp_path / "run")
     with torch.no_grad():
         trainer.model.decoder.mask_projection.weight.fill_(float("nan"))
     with pytest.raises(TrainingError, match=r"step 1: non-finite loss in loss_dice"):
@@ -129,9 +80,9 @@ def test_non_finite_loss_names_the_step_and_term(demo: Path, tmp_path: Path) -> 
 
 def test_clipping_bounds_the_gradient_norm_and_logs_it_before(demo: Path, tmp_path: Path) -> None:
     clip = 0.05
-    trainer = Trainer(recipe_for(demo, "train.solver.batch_size=2", f"train.solver.clip_grad_norm={clip}"),
+    trainer = Trainer.from_recipe(recipe_for(demo, "train.solver.batch_size=2", f"train.solver.clip_grad_norm={clip}"),
                       tmp_path / "run")
-    losses = trainer.train_step([next(iter(trainer.loader()))])
+    losses = trainer.train_step([next(iter(trainer.data.loader(trainer.step, trainer.process)))])
     after = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in trainer.model.parameters()
                                                   if p.grad is not None]))
     assert losses["grad_norm"] > 10 * clip  # a tiny model's first step: far above the bound
@@ -142,7 +93,7 @@ def test_clipping_bounds_the_gradient_norm_and_logs_it_before(demo: Path, tmp_pa
 def test_grad_norm_is_logged_as_its_own_mean(demo: Path, tmp_path: Path) -> None:
     recipe = recipe_for(demo, "train.solver.batch_size=2", "train.solver.max_iter=2", "train.log_period=2",
                         "train.solver.clip_grad_norm=0.05")
-    Trainer(recipe.model_copy(update={"data": recipe.data.model_copy(update={"val": None})}), tmp_path / "run").run()
+    Trainer.from_recipe(recipe.model_copy(update={"data": recipe.data.model_copy(update={"val": None})}), tmp_path / "run").run()
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     logged = [r for r in records if "loss" in r]
     assert [r["step"] for r in logged] == [2]
@@ -152,7 +103,7 @@ def test_grad_norm_is_logged_as_its_own_mean(demo: Path, tmp_path: Path) -> None
 
 def test_recipe_that_disagrees_with_the_data(demo: Path, tmp_path: Path) -> None:
     with pytest.raises(Exception, match="num_classes: the recipe says 80 but the training data has 4"):
-        Trainer(recipe_for(demo, "model.num_classes=80"), tmp_path / "run")
+        Trainer.from_recipe(recipe_for(demo, "model.num_classes=80"), tmp_path / "run")
 
 
 def _free_port() -> int:
@@ -162,7 +113,7 @@ def _free_port() -> int:
 
 
 def _gradients(trainer: Trainer) -> dict[str, torch.Tensor]:
-    batches = trainer.loader()
+    batches = trainer.data.loader(trainer.step, trainer.process)
     trainer.train_step([next(iter(batches))])
     return {name: p.grad.clone() for name, p in trainer.model.named_parameters() if p.grad is not None}
 
@@ -176,13 +127,14 @@ def _ddp_worker(rank: int, port: int, demo: str, subset: str, out: str) -> None:
     dist.init_process_group("gloo", rank=rank, world_size=2)
     torch.manual_seed(0)
     recipe = recipe_for(Path(demo), "train.solver.batch_size=2", annotations=subset)
-    trainer = Trainer(recipe, Path(out) / f"rank{rank}", Process(rank, 2, torch.device("cpu")))
+    trainer = Trainer.from_recipe(recipe, Path(out) / f"rank{rank}", Process(rank, 2, torch.device("cpu")))
     gradients = _gradients(trainer)
     if rank == 0:
         torch.save(gradients, Path(out) / "ddp.pt")
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_match_one_process_with_the_whole_batch(demo: Path, tmp_path: Path) -> None:
     # Two images with the same number of instances, so per-process means equal the global mean.
     data = json.loads((demo / "train.json").read_text())
@@ -201,7 +153,7 @@ def test_two_gloo_processes_match_one_process_with_the_whole_batch(demo: Path, t
     distributed = torch.load(tmp_path / "ddp.pt")
 
     torch.manual_seed(0)
-    single = _gradients(Trainer(recipe_for(demo, "train.solver.batch_size=2", annotations="pair.json"),
+    single = _gradients(Trainer.from_recipe(recipe_for(demo, "train.solver.batch_size=2", annotations="pair.json"),
                                 tmp_path / "single"))
     assert distributed.keys() == single.keys() and len(single) > 20
     for name, gradient in single.items():

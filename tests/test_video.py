@@ -12,7 +12,6 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from sparseinst_cli.checkpoint import save_checkpoint
 from sparseinst_cli.cli.app import app
 from sparseinst_cli.cli.progress import PlainCadence, ProgressBar
 from sparseinst_cli.data.coco import coco_results
@@ -21,21 +20,16 @@ from sparseinst_cli.errors import ImageError
 from sparseinst_cli.inference.predictor import Predictor
 from sparseinst_cli.inference.video import collect_sources, output_stem, predict_video
 
-from .conftest import shapes_image
+from .conftest import (
+    CLIP_FPS,
+    CLIP_FRAMES,
+    CLIP_SIZE,
+    random_checkpoint,
+    shapes_image,
+    write_clip,
+)
 
-FRAMES, HEIGHT, WIDTH, FPS = 24, 96, 128, 12.0
-
-
-def write_clip(path: Path, frames: int = FRAMES) -> Path:
-    """Moving shapes, written with OpenCV (BGR)."""
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (WIDTH, HEIGHT))
-    for i in range(frames):
-        frame = np.full((HEIGHT, WIDTH, 3), 30, np.uint8)
-        cv2.circle(frame, (16 + 3 * i, 48), 14, (0, 200, 255), -1)
-        cv2.rectangle(frame, (80, 8 + 2 * i), (112, 36 + 2 * i), (255, 80, 0), -1)
-        writer.write(frame)
-    writer.release()
-    return path
+FRAMES, (HEIGHT, WIDTH), FPS = CLIP_FRAMES, CLIP_SIZE, CLIP_FPS
 
 
 def read_frames(path: Path) -> list[np.ndarray]:
@@ -48,9 +42,8 @@ def read_frames(path: Path) -> list[np.ndarray]:
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    predictor = Predictor.from_recipe("demo", overrides=["input.min_size_test=96", "input.max_size_test=128"], seed=1)
-    return save_checkpoint(tmp_path_factory.mktemp("video") / "model.safetensors", predictor.model,
-                           predictor.recipe, predictor.categories)
+    return random_checkpoint(tmp_path_factory.mktemp("video") / "model.safetensors", "demo",
+                             ["input.min_size_test=96", "input.max_size_test=128"], seed=1)
 
 
 def test_a_video_gives_an_annotated_video_and_one_record_per_frame_equal_to_images(checkpoint, tmp_path):

@@ -31,7 +31,7 @@ from components import SparseInstOutput
 from components.postprocess import instance_scores, maskness, postprocess
 
 from ..data.datasets import CocoInstances
-from ..data.images import read_image, write_image
+from ..data.images import read_image, read_skipping, write_image
 from ..defaults import IAM_TOP_K
 from ..errors import ImageError, NothingToShow, SparseInstError
 from ..files import output_file, write_json
@@ -246,13 +246,8 @@ def dataset_mean_maps(predictor: Predictor, dataset: CocoInstances, channels: Se
     used, failures = 0, []
     progress.start("viz-iam", count)
     for start in range(0, count, batch_size):
-        images = []
-        for i in range(start, min(start + batch_size, count)):
-            try:
-                images.append(dataset.load(i).image)
-            except ImageError as exc:
-                failures.append(str(exc))
-                progress.note(f"skipped: {exc}")
+        chunk = range(start, min(start + batch_size, count))
+        images = [sample.image for _, sample in read_skipping(chunk, dataset.load, failures, progress)]
         if images:
             batch = predictor.preprocess(images)
             maps = predictor.forward(batch, return_maps=True).maps
@@ -263,7 +258,7 @@ def dataset_mean_maps(predictor: Predictor, dataset: CocoInstances, channels: Se
                 square = square / square.sum((-2, -1), keepdim=True).clamp(min=1e-12)  # a distribution again
                 total = square if total is None else total + square
                 used += 1
-        progress.advance(min(start + batch_size, count) - start)
+            progress.advance(len(images))
     progress.stop()
     if total is None:
         raise ImageError("no readable image in the dataset")

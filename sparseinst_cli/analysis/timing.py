@@ -23,7 +23,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ..data.demo_data import render_image
 from ..data.images import pad_batch, read_image, typical_size
-from ..defaults import Backend
+from ..defaults import TIMING_RUNS, TIMING_WARMUP, Backend
 from ..deploy.backends import ModelSource
 from ..errors import Notice, SparseInstError
 from ..files import write_json
@@ -134,7 +134,7 @@ def count_gflops(model: nn.Module, images: torch.Tensor) -> float:
 
 
 def time_predictor(predictor: Predictor, image: np.ndarray, *, name: str, size: tuple[int, int], batch: int = 1,
-                   warmup: int = 3, runs: int = 10, per_module: bool = True) -> Timing:
+                   warmup: int = TIMING_WARMUP, runs: int = TIMING_RUNS, per_module: bool = True) -> Timing:
     """Latency of ``predictor.forward`` (its model, precision and memory format) plus
     post-processing on ``batch`` copies of ``image`` resized to ``size`` (h, w), after ``warmup``
     runs; medians over ``runs``. Post-processing makes every candidate's mask (``conf`` 0), the
@@ -223,7 +223,7 @@ class TimingReport:
 
 
 def time_models(models: Sequence[ModelSource], sizes: Sequence[int] | None = None, *, image: Path | None = None,
-                batch: int = 1, warmup: int = 3, runs: int = 10, per_module: bool = True, threads: int = 0,
+                batch: int = 1, warmup: int = TIMING_WARMUP, runs: int = TIMING_RUNS, per_module: bool = True, threads: int = 0,
                 progress: Progress = SILENT) -> TimingReport:
     """Time each model at each shorter side in ``sizes`` (default: its recipe's own test size;
     4:3 images, the longer side capped by the recipe's ``max_size_test`` unless the size passes

@@ -5,8 +5,9 @@ from __future__ import annotations
 import io
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import cv2
 import numpy as np
@@ -17,6 +18,7 @@ from torch import Tensor
 
 from ..errors import ImageError
 from ..files import atomic_write
+from ..progress import SILENT, Progress
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 TYPICAL_ASPECT = 4 / 3  # landscape, as COCO's typical 640 x 853 test image
@@ -62,6 +64,27 @@ def read_image(path: str | Path) -> np.ndarray:
     if image is None or min(image.shape[:2]) == 0:
         raise ImageError(f"{path}: not a readable image (corrupt or unsupported format)")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+Item = TypeVar("Item")
+Loaded = TypeVar("Loaded")
+
+
+def read_skipping(items: Iterable[Item], read: Callable[[Item], Loaded], skipped: list[str],
+                  progress: Progress = SILENT) -> Iterator[tuple[Item, Loaded]]:
+    """``(item, read(item))`` for each item that reads (an image path with ``read_image``, a
+    dataset index with ``CocoInstances.load``...). An unreadable one (``ImageError``) is skipped:
+    its message goes to ``skipped`` and to ``progress`` ("skipped: MESSAGE"), where it counts as
+    done at once; the caller advances ``progress`` for the items it gets."""
+    for item in items:
+        try:
+            loaded = read(item)
+        except ImageError as exc:
+            skipped.append(str(exc))
+            progress.note(f"skipped: {exc}")
+            progress.advance()
+            continue
+        yield item, loaded
 
 
 def as_rgb_array(image: np.ndarray | Image.Image | str | Path, bgr: bool = False) -> np.ndarray:

@@ -108,7 +108,7 @@ class ModelSource:
         elif self.backend == Backend.torch:
             predictor.plain()  # the reference throughout, the post-processing's masks included
         if dataset_categories is not None:
-            predictor.categories = match_categories(predictor.categories, dataset_categories)
+            return predictor.with_categories(match_categories(predictor.categories, dataset_categories))
         return predictor
 
 

@@ -35,9 +35,9 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 
-from ..data.images import collect_images, read_image
+from ..data.images import collect_images, read_image, read_skipping
 from ..defaults import CALIBRATION_IMAGES
-from ..errors import ExportError, ImageError
+from ..errors import ExportError
 from ..files import atomic_write, not_found, output_file
 from ..inference.onnx_runtime import OnnxModel
 from ..inference.predictor import Predictor, int8_sums_saturate
@@ -76,15 +76,9 @@ def _calibration_batches(predictor: Predictor, paths: list[Path], report: Quanti
     """The readable calibration images, pre-processed as prediction does (unreadable ones noted)."""
     batches = []
     progress.start("calibrate", len(paths))
-    for path in paths:
-        try:
-            image = read_image(path)
-        except ImageError as exc:
-            report.skipped.append(str(exc))
-            progress.note(f"skipped: {exc}")
-        else:
-            report.calibration.append(str(path))
-            batches.append(predictor.preprocess([image]).images.numpy())
+    for path, image in read_skipping(paths, read_image, report.skipped, progress):
+        report.calibration.append(str(path))
+        batches.append(predictor.preprocess([image]).images.numpy())
         progress.advance()
     progress.stop()
     return batches

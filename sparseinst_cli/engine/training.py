@@ -3,7 +3,7 @@ the run in ``out_dir``; under ``torchrun`` one call per process."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import RunFilesError, SparseInstError
@@ -11,8 +11,11 @@ from ..files import output_folder, read_json
 from ..progress import SILENT, Progress
 from ..recipe import Recipe, load_recipe, stored_recipe
 from ..weights.zoo import resolve_weights
+from .callbacks import Callbacks
 from .distributed import start_process, stop_process
-from .trainer import RECIPE_FILE, STATE_FILE, StopRequest, Trainer, TrainResult
+from .run_directory import RECIPE_FILE, STATE_FILE
+from .signals import StopRequest
+from .trainer import Trainer, TrainResult
 
 
 def run_recipe(out_dir: Path, overrides: Sequence[str] = ()) -> Recipe:
@@ -24,11 +27,11 @@ def run_recipe(out_dir: Path, overrides: Sequence[str] = ()) -> Recipe:
 
 def train(recipe: str | Path | None, out_dir: Path, *, overrides: Sequence[str] = (), device: str = "cpu",
           resume: bool = False, strict: bool = False, init_from: str | Path | None = None, init_strict: bool = False,
-          progress: Progress = SILENT, on_start: Callable[[Trainer], None] | None = None) -> TrainResult:
+          progress: Progress = SILENT, callbacks: Callbacks | None = None) -> TrainResult:
     """Train (or with ``resume`` continue) the run in ``out_dir``. ``recipe`` may be None when
     resuming (the run's own is used). ``init_from``/``init_strict`` set the recipe's fields of
-    those names. ``on_start`` sees the trainer before its first step. Ctrl-C stops after the
-    current step, saves and returns a result marked ``interrupted``."""
+    those names. ``progress`` shows the run; ``callbacks`` follow it (``callbacks.EVENTS``).
+    Ctrl-C stops after the current step, saves and returns a result marked ``interrupted``."""
     if recipe is None and not resume:
         raise SparseInstError("give a recipe, or resume a run directory", setting="recipe")
     if init_from is not None and resume:
@@ -46,11 +49,10 @@ def train(recipe: str | Path | None, out_dir: Path, *, overrides: Sequence[str] 
         if not resume and loaded.model.init_from is not None:  # a zoo name: downloaded and converted once
             start = resolve_weights(loaded.model.init_from, progress)
             loaded = loaded.model_copy(update={"model": loaded.model.model_copy(update={"init_from": start})})
-        trainer = Trainer(loaded, out_dir, process, strict=strict, progress=progress, initialize=not resume)
+        trainer = Trainer.from_recipe(loaded, out_dir, process, strict=strict, initialize=not resume,
+                                      progress=progress, callbacks=callbacks)
         if resume:
             trainer.resume()
-        if on_start is not None and process.is_main:
-            on_start(trainer)
         with StopRequest() as stop:
             result = trainer.run(stop)
     finally:

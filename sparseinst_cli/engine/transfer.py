@@ -29,7 +29,7 @@ from ..builder import build_model
 from ..checkpoint import FORMAT, read_checkpoint
 from ..data.coco import default_categories
 from ..errors import WeightsError
-from ..recipe import Recipe
+from ..recipe import Recipe, without_backbone_weights
 
 CLASS_HEAD = ("decoder.cls_score.weight", "decoder.cls_score.bias")
 OFFICIAL_CLASS_WEIGHT = "decoder.inst_branch.cls_score.weight"
@@ -121,10 +121,7 @@ def _convert_official(path: Path, state: dict[str, Tensor], recipe: Recipe) -> S
     decoder = recipe.model.decoder.model_copy(update={"num_instances": num_instances})
     model_section = recipe.model.model_copy(update={
         "num_classes": num_classes, "class_names": None, "decoder": decoder, "init_from": None})
-    backbone = model_section.backbone
-    if "weights" in type(backbone).model_fields:
-        model_section = model_section.model_copy(update={"backbone": backbone.model_copy(update={"weights": None})})
-    model = build_model(recipe.model_copy(update={"model": model_section}))
+    model = build_model(without_backbone_weights(recipe.model_copy(update={"model": model_section})))
     load_strict(model, official_to_native(state), f"weights in {path} (for the recipe's architecture)")
     names = [c["name"] for c in default_categories(num_classes)]
     named = names if num_classes == len(names) and not names[0].startswith("class_") else None

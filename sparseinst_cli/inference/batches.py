@@ -13,7 +13,7 @@ import numpy as np
 
 from ..data.coco import coco_results
 from ..data.datasets import CocoInstances
-from ..data.images import read_image, write_image
+from ..data.images import read_image, read_skipping, write_image
 from ..defaults import DATASET_BATCH_SIZE
 from ..errors import ImageError
 from ..files import output_folder, refuse_overwriting, write_json
@@ -169,14 +169,7 @@ def predict_dataset(
 def _batches(dataset: CocoInstances, size: int, failures: list[str],
              progress: Progress) -> Iterator[list[tuple[int, np.ndarray]]]:
     batch = []
-    for index in range(len(dataset)):
-        try:
-            sample = dataset.load(index)
-        except ImageError as exc:
-            failures.append(str(exc))
-            progress.note(f"skipped: {exc}")
-            progress.advance()
-            continue
+    for _, sample in read_skipping(range(len(dataset)), dataset.load, failures, progress):
         batch.append((sample.image_id, sample.image))
         if len(batch) == size:
             yield batch

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import platform
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -134,7 +135,7 @@ class Predictor:
         self.model = model.to(self.device).eval()
         self.plain_model = self.model  # what ``optimize`` starts from, and ``plain`` returns to
         self.recipe = recipe
-        self.categories = categories
+        self._categories = list(categories)
         self.pixel_mean = torch.tensor(recipe.input.pixel_mean, device=self.device).view(3, 1, 1)
         self.pixel_std = torch.tensor(recipe.input.pixel_std, device=self.device).view(3, 1, 1)
         self.autocast_dtype: torch.dtype | None = None
@@ -218,8 +219,23 @@ class Predictor:
         return cls(build_model(recipe), recipe, categories, device)
 
     @property
+    def categories(self) -> list[dict]:
+        """The model's classes in label order, COCO style (``{"id": ..., "name": ...}``)."""
+        return self._categories
+
+    @property
     def class_names(self) -> list[str]:
         return [c["name"] for c in self.categories]
+
+    def with_categories(self, categories: Sequence[dict]) -> Predictor:
+        """The same model (shared, not copied) reporting ``categories`` for its labels: e.g. a
+        dataset's category ids, so that its results score against that dataset."""
+        if len(categories) != len(self._categories):
+            raise SparseInstError(f"{len(categories)} categories given for a model of {len(self._categories)} classes",
+                                  setting="categories")
+        renamed = copy.copy(self)
+        renamed._categories = list(categories)
+        return renamed
 
     def preprocess(self, images: Sequence[np.ndarray]) -> Batch:
         """RGB uint8 arrays (H, W, 3) -> a padded, normalized batch (SPEC 1.1)."""

@@ -28,7 +28,12 @@ from pathlib import Path
 
 import cv2
 
-from ..data.images import MAX_PIXELS_VARIABLE, collect_images, files_under, max_image_pixels
+from ..data.images import (
+    MAX_PIXELS_VARIABLE,
+    collect_images,
+    files_under,
+    max_image_pixels,
+)
 from ..errors import ImageError
 from ..files import not_found, output_folder, refuse_overwriting, write_json
 from ..progress import SILENT, Progress

@@ -21,7 +21,7 @@ from ..builder import build_model
 from ..checkpoint import save_checkpoint
 from ..data.coco import default_categories
 from ..files import atomic_write, output_file
-from ..recipe import Recipe
+from ..recipe import Recipe, without_backbone_weights
 
 BACKBONE_FORMAT = "sparseinst-backbone"
 
@@ -53,9 +53,8 @@ def convert_checkpoint(source: str | Path, output: str | Path, recipe: Recipe) -
                         {"converted_from": source.name})
         converted = model.state_dict()
     else:
-        spec = recipe.model.backbone
-        arguments = {**spec.arguments(), "weights": None} if "weights" in spec.arguments() else spec.arguments()
-        backbone = build("backbone", spec.name, **arguments)
+        spec = without_backbone_weights(recipe).model.backbone
+        backbone = build("backbone", spec.name, **spec.arguments())
         load_strict(backbone, imagenet_resnet_to_native(state), f"weights in {source}")
         converted = {k: v.contiguous() for k, v in backbone.state_dict().items()}
         metadata = {"format": BACKBONE_FORMAT, "backbone": spec.name, "converted_from": source.name}

@@ -7,7 +7,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from ...defaults import DATASET_BATCH_SIZE, TIDE_BACKGROUND_THRESHOLD, TIDE_POS_THRESHOLD
+from ...defaults import (
+    DATASET_BATCH_SIZE,
+    TIDE_BACKGROUND_THRESHOLD,
+    TIDE_POS_THRESHOLD,
+)
 from ..console import console, fail
 from ..options import (
     BatchOption,

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ...defaults import Backend, Precision
+from ...defaults import TIMING_RUNS, TIMING_WARMUP, Backend, Precision
 from ..console import console, fail, note, warn
 from ..options import (
     BackendOption,
@@ -56,8 +56,8 @@ def time_command(
              "on onnxruntime.")] = None,
     image: Annotated[Optional[Path], typer.Option(  # noqa: UP007
         help="Image to time on (default: a built-in demo scene).")] = None,
-    warmup: Annotated[int, typer.Option(help="Untimed runs first.")] = 3,
-    runs: Annotated[int, typer.Option(help="Timed runs (median, min, max).")] = 10,
+    warmup: Annotated[int, typer.Option(help="Untimed runs first.")] = TIMING_WARMUP,
+    runs: Annotated[int, typer.Option(help="Timed runs (median, min, max).")] = TIMING_RUNS,
     threads: Annotated[int, typer.Option(help="CPU threads (0: torch's default).")] = 0,
     out: Annotated[Optional[Path], out_option("time", "timing.json")] = None,  # noqa: UP007
     exist_ok: ExistOkOption = False,

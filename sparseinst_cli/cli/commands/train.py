@@ -14,7 +14,7 @@ from ..progress import ProgressBar
 from ..tables import summary_table, transfer_table
 
 if TYPE_CHECKING:
-    from ...engine.trainer import Trainer
+    from ...engine.callbacks import TrainingStart
 
 MAX_PROBLEMS_SHOWN = 10
 
@@ -50,15 +50,18 @@ def train(
       sparseinst train --out runs/demo --resume
       torchrun --nproc-per-node 4 -m sparseinst_cli train r50_giam_coco.toml --device cuda
     """
-    from ...engine.trainer import MODEL_FILE
+    from ...engine.callbacks import Callbacks
+    from ...engine.run_directory import MODEL_FILE
     from ...engine.training import train as train_run
 
     if recipe is None and (not resume or out is None):
         raise fail("give a RECIPE (or --resume with --out, the run directory to continue)")
     out = out or RUNS / Path(recipe).stem
+    callbacks = Callbacks()
+    callbacks.add("on_train_start", _report_start)
     with ProgressBar() as progress:
         result = train_run(recipe, out, overrides=overrides or [], device=device, resume=resume, strict=strict,
-                           init_from=init_from, init_strict=init_strict, progress=progress, on_start=_report_start)
+                           init_from=init_from, init_strict=init_strict, progress=progress, callbacks=callbacks)
     if not result.is_main:
         return
     if result.interrupted:
@@ -73,18 +76,17 @@ def train(
                    f"{', '.join(result.skipped_images[:5])}", EXIT_FAILED)
 
 
-def _report_start(trainer: Trainer) -> None:
+def _report_start(trainer: object, start: TrainingStart) -> None:
     """The data, the resolved solver and what init_from loaded, before the first step."""
-    for name, dataset in (("train", trainer.train_set), ("val", trainer.val_set)):
-        if dataset is not None:
-            err_console.print(f"{name}: {dataset.summary}")
-            problems = dataset.summary.problems()
-            for line in problems[:MAX_PROBLEMS_SHOWN]:
-                err_console.print(f"  [yellow]{line}")
-            if len(problems) > MAX_PROBLEMS_SHOWN:
-                err_console.print(f"  ... and {len(problems) - MAX_PROBLEMS_SHOWN} more")
-    err_console.print(f"solver: {trainer.solver_resolution.summary()}; precision {trainer.precision_note}")
-    if trainer.transfer is not None:
-        err_console.print(transfer_table(trainer.transfer))
-    if trainer.step:
-        err_console.print(f"resuming {trainer.out_dir} at step {trainer.step}")
+    for name, summary in start.datasets.items():
+        err_console.print(f"{name}: {summary}")
+        problems = summary.problems()
+        for line in problems[:MAX_PROBLEMS_SHOWN]:
+            err_console.print(f"  [yellow]{line}")
+        if len(problems) > MAX_PROBLEMS_SHOWN:
+            err_console.print(f"  ... and {len(problems) - MAX_PROBLEMS_SHOWN} more")
+    err_console.print(f"solver: {start.solver}; precision {start.precision}")
+    if start.transfer is not None:
+        err_console.print(transfer_table(start.transfer))
+    if start.step:
+        err_console.print(f"resuming {start.out_dir} at step {start.step}")
