@@ -149,3 +149,19 @@ def test_eval_and_tide_write_new_folders(tmp_path: Path, monkeypatch) -> None:
     for name in ("eval", "eval2"):
         assert json.loads((tmp_path / "runs" / name / "eval.json").read_text())["AP50"] == 100.0
     assert (tmp_path / "runs" / "tide2" / "tide.json").is_file()
+
+
+def test_a_failed_command_leaves_no_empty_run_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "predict").mkdir(parents=True)  # an earlier run's folder stays
+    write_image(tmp_path / "photo.png", shapes_image(32, 32))
+    for command in (["predict", "photo.png", "--weights", "missing.safetensors"],
+                    ["tide", "--weights", "missing.safetensors", "--data", "missing.json"],
+                    ["viz-iam", "photo.png", "--weights", "missing.safetensors"]):
+        result = CliRunner().invoke(app, command)
+        assert result.exit_code == 2, result.output
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["predict"]
+    (tmp_path / "runs" / "predict").rmdir()
+    (tmp_path / "runs").rmdir()
+    assert CliRunner().invoke(app, ["predict", "photo.png", "--weights", "missing.safetensors"]).exit_code == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photo.png"]  # not even runs/

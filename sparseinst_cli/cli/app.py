@@ -34,6 +34,7 @@ from .commands.time import time_command
 from .commands.train import train
 from .commands.viz_iam import viz_iam
 from .console import show_warning, user_errors
+from .options import release_empty_run_folders
 
 app = typer.Typer(
     name="sparseinst",
@@ -50,8 +51,17 @@ def guarded(command: Callable) -> Callable:
 
     @functools.wraps(command)
     def run(*args, **kwargs):
-        with user_errors(kwargs.get("context")):
-            return command(*args, **kwargs)
+        try:
+            with user_errors(kwargs.get("context")):
+                result = command(*args, **kwargs)
+        except typer.Exit as stop:
+            release_empty_run_folders(failed=stop.exit_code != 0)
+            raise
+        except BaseException:
+            release_empty_run_folders(failed=True)
+            raise
+        release_empty_run_folders(failed=False)
+        return result
 
     return run
 

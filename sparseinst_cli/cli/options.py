@@ -54,10 +54,33 @@ def out_option(command: str, what: str) -> object:
                         help=f"Folder for {what} \\[default: a new {RUNS / command}, {RUNS / command}2, ...].")
 
 
+_NEW_RUN_FOLDERS: list[Path] = []  # the folders this command created, for release_empty_run_folders
+
+
 def run_folder(out: Path | None, command: str, exist_ok: bool) -> Path:
     """``out`` as given (created), or a new numbered folder under ``runs/`` named after ``command``
     (with ``exist_ok``: ``runs/COMMAND`` itself, existing or not)."""
-    return new_run_folder(out, exist_ok=True) if out is not None else new_run_folder(RUNS / command, exist_ok)
+    target = out if out is not None else RUNS / command
+    existed = target.is_dir() and (out is not None or exist_ok)
+    if not target.parent.is_dir():
+        _NEW_RUN_FOLDERS.append(target.parent)
+    folder = new_run_folder(target, exist_ok=True) if out is not None else new_run_folder(target, exist_ok)
+    if not existed:
+        _NEW_RUN_FOLDERS.append(folder)
+    return folder
+
+
+def release_empty_run_folders(failed: bool) -> None:
+    """After a command: if it ``failed``, remove the folders it created that are still empty (it
+    stopped before writing), so that a failed command leaves no trace."""
+    while _NEW_RUN_FOLDERS:
+        folder = _NEW_RUN_FOLDERS.pop()
+        if not failed:
+            continue
+        try:
+            folder.rmdir()  # only an empty folder
+        except OSError:
+            pass
 
 
 def former_option(name: str, replacement: str, **checks: object) -> object:

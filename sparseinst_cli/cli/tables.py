@@ -189,13 +189,17 @@ def ceiling_table(report: MaskCeiling) -> Table:
 
 def videos_table(reports: list[VideoReport]) -> Table:
     table = Table(title="Videos")
-    for column in ("source", "size", "frames", "frames/s", "source fps", "outputs"):
+    tracked = any(r.tracks for r in reports)
+    columns = ("source", "size", "frames", "frames/s", "source fps", *(("tracks",) if tracked else ()), "outputs")
+    for column in columns:
         table.add_column(column, justify="left" if column in ("source", "outputs") else "right")
     for r in reports:
         if r.error:
-            table.add_row(r.source, "-", "-", "-", "-", f"[red]failed:[/] {escape(r.error)}")
+            table.add_row(r.source, *["-"] * (len(columns) - 2), f"[red]failed:[/] {escape(r.error)}")
             continue
-        outputs = ", ".join(str(p) for p in (r.video, r.records) if p) + (" (interrupted)" if r.interrupted else "")
+        outputs = ", ".join(str(p) for p in (r.video, r.records, r.tracks) if p)
+        outputs += " (interrupted)" if r.interrupted else ""
+        tracks = (str(r.track_count if r.track_count is not None else "-"),) if tracked else ()
         table.add_row(r.source, f"{r.width}×{r.height}", str(r.frames), f"{r.frames_per_second:.1f}",
-                      f"{r.source_fps:.1f}", escape(outputs))
+                      f"{r.source_fps:.1f}", *tracks, escape(outputs))
     return table

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import cv2
 import numpy as np
 
@@ -21,16 +23,20 @@ def instance_color(index: int) -> tuple[int, int, int]:
 
 
 def draw_instances(image: np.ndarray, instances: Instances, class_names: list[str], min_score: float = 0.0,
-                   *, labels: bool = True) -> np.ndarray:
+                   *, labels: bool = True, track_ids: Sequence[int] | None = None) -> np.ndarray:
     """An RGB copy of ``image`` with masks, outlines and "class score" labels for instances
     scoring at least ``min_score``; every label lies whole inside the picture. The instances are
     painted from the least to the most confident, so that where two overlap the better one's mask
-    and label are on top."""
+    and label are on top. With ``track_ids`` (one per instance) each track keeps its colour from
+    frame to frame and its label starts with "#id"."""
     canvas = image.copy()
     instances = instances.to("cpu")
     shown = (instances.scores >= min_score).nonzero().flatten().tolist()
     shown.sort(key=lambda index: float(instances.scores[index]))
-    colors = {index: instance_color(len(shown) - 1 - rank) for rank, index in enumerate(shown)}  # best first
+    if track_ids is None:
+        colors = {index: instance_color(len(shown) - 1 - rank) for rank, index in enumerate(shown)}  # best first
+    else:
+        colors = {index: instance_color(track_ids[index]) for index in shown}
     for index in shown:
         x0, y0, x1, y1 = (int(v) for v in instances.boxes[index])
         if x1 <= x0 or y1 <= y0:
@@ -47,7 +53,8 @@ def draw_instances(image: np.ndarray, instances: Instances, class_names: list[st
             label = int(instances.labels[index])
             name = class_names[label] if label < len(class_names) else str(label)
             x0, y0 = (int(v) for v in instances.boxes[index, :2])
-            draw_label(canvas, f"{name} {float(instances.scores[index]):.2f}", x0, y0, colors[index])
+            track = "" if track_ids is None else f"#{track_ids[index]} "
+            draw_label(canvas, f"{track}{name} {float(instances.scores[index]):.2f}", x0, y0, colors[index])
     return canvas
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import platform
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -301,3 +301,16 @@ class Predictor:
         )
 
     __call__ = predict
+
+    def track(self, source: str | Path | Iterable, *, conf: float | None = None, stride: int = 1,
+              max_frames: int | None = None) -> Iterator[Prediction]:
+        """Predictions frame by frame with a track id per instance (``Prediction.track_ids``) that
+        holds while the object stays in view: ``source`` is a video file, a camera index ("0"), a
+        stream URL, or an iterable of images.
+
+        >>> for frame in predictor.track("street.mp4"):
+        ...     print(frame.track_ids, frame.names)
+        """
+        from .video import track_frames
+
+        return track_frames(self, source, conf=conf, stride=stride, max_frames=max_frames)

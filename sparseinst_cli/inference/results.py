@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from components import Instances
 
@@ -26,18 +27,28 @@ class Prediction(Instances):
     ``masks`` (K, H, W) bool at the image's own size, ``scores`` (K,), ``labels`` (K,) class
     indices into ``class_names``, ``boxes`` (K, 4) XYXY pixels from the masks; ``names`` gives
     each instance's class name. ``image`` is the RGB image (H, W, 3) they were found in and
-    ``source`` its file, when it came from one.
+    ``source`` its file, when it came from one. ``track_ids`` gives each instance's track (video
+    frames through a ``Tracker``), else None.
     """
 
     categories: list[dict] = field(default_factory=list)  # COCO style, by label: {"id": int, "name": str}
     image: np.ndarray | None = field(default=None, repr=False)
     source: str | None = None
+    track_ids: list[int] | None = None
 
     @classmethod
     def of(cls, instances: Instances, categories: list[dict], image: np.ndarray | None = None,
            source: str | Path | None = None) -> Prediction:
         return cls(instances.masks, instances.scores, instances.labels, instances.boxes, instances.image_size,
                    categories, image, None if source is None else str(source))
+
+    def select(self, keep: Any) -> Prediction:
+        """The instances ``keep`` picks (a boolean mask, indices or a slice), their track ids with them."""
+        keep = keep if isinstance(keep, slice) else torch.as_tensor(keep)
+        chosen = super().select(keep)
+        if self.track_ids is not None:
+            chosen.track_ids = [self.track_ids[i] for i in torch.arange(len(self))[keep].tolist()]
+        return chosen
 
     @property
     def class_names(self) -> list[str]:
@@ -64,7 +75,7 @@ class Prediction(Instances):
         if tuple(image.shape[:2]) != tuple(self.image_size):
             raise SparseInstError(f"plot: the image is {image.shape[1]}x{image.shape[0]} but the masks are "
                                   f"{self.image_size[1]}x{self.image_size[0]}")
-        return draw_instances(image, self, self.class_names, labels=labels)
+        return draw_instances(image, self, self.class_names, labels=labels, track_ids=self.track_ids)
 
     def save(self, path: str | Path, *, labels: bool = True) -> Path:
         """Write the overlay (``plot()``) to ``path`` (.png, .jpg, .bmp or .webp), atomically; the
@@ -81,8 +92,13 @@ class Prediction(Instances):
     def to_coco(self, image_id: int = 1) -> list[dict[str, Any]]:
         """One COCO annotation per instance: ``image_id``, ``category_id`` (the dataset id of its
         class), ``segmentation`` (compressed RLE), ``bbox`` (XYWH), ``area``, ``score`` and
-        ``iscrowd`` 0; a results file for COCO evaluation, or pre-annotations once given ids."""
-        return coco_results(self, image_id, self.categories)
+        ``iscrowd`` 0, and ``track_id`` when tracked; a results file for COCO evaluation, or
+        pre-annotations once given ids."""
+        records = coco_results(self, image_id, self.categories)
+        if self.track_ids is not None:
+            for record, track_id in zip(records, self.track_ids):
+                record["track_id"] = track_id
+        return records
 
     def to_supervision(self) -> Any:
         """The instances as ``supervision.Detections`` (``pip install 'sparseinst[supervision]'``):
@@ -98,5 +114,6 @@ class Prediction(Instances):
             mask=cpu.masks.numpy().astype(bool),
             confidence=cpu.scores.numpy().astype(np.float32),
             class_id=cpu.labels.numpy().astype(int),
+            tracker_id=None if self.track_ids is None else np.array(self.track_ids, dtype=int),
             data={"class_name": np.array(self.names, dtype=str)},
         )

@@ -8,8 +8,10 @@ a multi-core CPU the throughput approaches the model's own latency.
 Outputs per source, in the output folder: ``STEM.mp4`` (the annotated video: same size, the
 source's frame rate divided by the stride, codec ``VIDEO_CODEC``) and ``STEM.jsonl`` (per
 frame: index, time in seconds, instances best first with COCO RLE masks, scores, category ids and
-names, boxes).
-Both are written under temporary names and renamed when the source ends or on Ctrl-C (the
+names, boxes). With tracking (``track=True``) each instance also has a ``track_id`` that holds
+while the object stays in view, the overlay colours and labels instances by track, and
+``STEM.tracks.json`` sums up each track (``tracking.Tracker.summary``).
+All are written under temporary names and renamed when the source ends or on Ctrl-C (the
 video is closed, so it stays playable); a killed run leaves no half file under the final names.
 """
 
@@ -22,7 +24,7 @@ import queue
 import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -39,6 +41,8 @@ from ..files import not_found, output_folder, refuse_overwriting, write_json
 from ..progress import SILENT, Progress
 from .drawing import draw_instances
 from .predictor import Predictor
+from .results import Prediction
+from .tracking import Tracker
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts"})
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
@@ -46,6 +50,7 @@ VIDEO_CODEC = "mp4v"  # MPEG-4 Part 2 in an .mp4 file: every OpenCV build can wr
 STREAM_FPS = 25.0  # the frame rate written when a camera or stream does not tell its own
 QUEUE_FRAMES = 4  # frames in flight between the threads
 VIDEOS_FILE = "videos.json"
+TRACKS_SUFFIX = ".tracks.json"
 _END = object()
 
 
@@ -73,6 +78,8 @@ class VideoReport:
     height: int = 0
     video: str | None = None  # the annotated video (None with overlays off)
     records: str | None = None  # the JSON-lines file
+    tracks: str | None = None  # the tracks summary (with tracking)
+    track_count: int | None = None
     codec: str = VIDEO_CODEC
     interrupted: bool = False
     error: str | None = None
@@ -88,11 +95,13 @@ def predict_video(
     conf: float | None = None,
     overlays: bool = True,
     name: str | None = None,
+    track: bool = False,
     progress: Progress = SILENT,
 ) -> VideoReport:
     """Predict every ``stride``-th frame of ``source`` (a video file, a camera index or a stream
     URL), at most ``max_frames``; returns the report. Frames record (and show) the instances
-    scoring at least ``conf`` (default: the model's ``inference.conf``; 0: all). An output that
+    scoring at least ``conf`` (default: the model's ``inference.conf``; 0: all); with ``track``,
+    also the less sure ones that continue a track, each with its ``track_id``. An output that
     would replace the source is refused before anything is written; an unreadable source raises
     ``ImageError`` naming it; Ctrl-C closes the outputs, then propagates."""
     if stride < 1:
@@ -100,9 +109,12 @@ def predict_video(
     output_folder(out_dir)
     stem = name or output_stem(source)
     records_path, video_path = out_dir / f"{stem}.jsonl", out_dir / f"{stem}.mp4"
+    tracks_path = out_dir / f"{stem}{TRACKS_SUFFIX}"
     if not (is_camera(source) or is_stream(source)):
-        refuse_overwriting([records_path, video_path], [Path(source)])
+        refuse_overwriting([records_path, video_path, tracks_path], [Path(source)])
     conf = predictor.recipe.inference.conf if conf is None else conf
+    tracker = Tracker(conf) if track else None
+    model_conf = tracker.low_score if tracker else conf
     capture = _open(source)
     report = VideoReport(str(source), source_fps=float(capture.get(cv2.CAP_PROP_FPS) or 0.0),
                          width=int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
@@ -128,7 +140,7 @@ def predict_video(
                               daemon=True, name="video-reader")
     records = partial_records.open("w")
     failures: list[BaseException] = []
-    encoder = threading.Thread(target=_write, args=(results, writer, records, predictor, failures),
+    encoder = threading.Thread(target=_write, args=(results, writer, records, tracker, failures),
                                daemon=True, name="video-writer")
     start = time.perf_counter()
     reader.start()
@@ -136,7 +148,7 @@ def predict_video(
     try:
         while (item := frames.get()) is not _END:
             index, timestamp, frame = item
-            instances = predictor.predict([frame], bgr=True, conf=conf)[0].to("cpu")
+            instances = predictor.predict([frame], bgr=True, conf=model_conf)[0].to("cpu")
             results.put((index, timestamp, frame, instances))
             report.frames += 1
             progress.advance()
@@ -165,12 +177,42 @@ def predict_video(
                 report.video = str(video_path)
             partial_records.replace(records_path)
             report.records = str(records_path)
+            if tracker is not None:
+                write_json(tracks_path, {"source": str(source), "frames": report.frames, "tracks": tracker.summary()})
+                report.tracks, report.track_count = str(tracks_path), len(tracker.tracks)
         report.seconds = round(time.perf_counter() - start, 3)
         report.frames_per_second = round(report.frames / report.seconds, 2) if report.seconds else 0.0
         progress.stop()
     if failures:
         raise failures[0]
     return report
+
+
+def track_frames(predictor: Predictor, source: str | Path | Iterable, *, conf: float | None = None, stride: int = 1,
+                 max_frames: int | None = None) -> Iterator[Prediction]:
+    """Tracked predictions, one per frame, as they come: ``source`` is a video file, a camera
+    index or a stream URL (every ``stride``-th frame, at most ``max_frames``), or an iterable of
+    images (paths, or RGB arrays). Each ``Prediction`` holds the frame (``plot()``) and its
+    instances' ``track_ids``; see ``predict_video`` for which instances are kept."""
+    conf = predictor.recipe.inference.conf if conf is None else conf
+    tracker = Tracker(conf)
+    if isinstance(source, (str, Path)):
+        capture = _open(source)
+        try:
+            index = taken = 0
+            while max_frames is None or taken < max_frames:
+                ok, frame = capture.read()
+                if not ok:
+                    return
+                if index % stride == 0:
+                    taken += 1
+                    yield tracker.update(predictor.predict([frame], bgr=True, conf=tracker.low_score)[0], frame=index)
+                index += 1
+        finally:
+            capture.release()
+    else:
+        for index, image in enumerate(source):
+            yield tracker.update(predictor.predict([image], conf=tracker.low_score)[0], frame=index)
 
 
 def collect_sources(inputs: Sequence[str]) -> tuple[list[Path], list[str], list[str]]:
@@ -189,7 +231,7 @@ def collect_sources(inputs: Sequence[str]) -> tuple[list[Path], list[str], list[
 
 def predict_videos(predictor: Predictor, sources: Sequence[str], out_dir: Path, *, stride: int = 1,
                    max_frames: int | None = None, conf: float | None = None, overlays: bool = True,
-                   progress: Progress = SILENT) -> list[VideoReport]:
+                   track: bool = False, progress: Progress = SILENT) -> list[VideoReport]:
     """``predict_video`` for each source in turn; an unreadable one is recorded and skipped.
     ``videos.json`` in ``out_dir`` lists the reports, rewritten after each source."""
     reports: list[VideoReport] = []
@@ -202,7 +244,7 @@ def predict_videos(predictor: Predictor, sources: Sequence[str], out_dir: Path, 
         used.add(stem)
         try:
             report = predict_video(predictor, source, out_dir, stride=stride, max_frames=max_frames,
-                                   conf=conf, overlays=overlays, name=stem, progress=progress)
+                                   conf=conf, overlays=overlays, name=stem, track=track, progress=progress)
         except ImageError as error:
             report = VideoReport(str(source), error=str(error))
             progress.note(f"failed: {error}")
@@ -291,23 +333,26 @@ def _read(capture: cv2.VideoCapture, frames: queue.Queue, stride: int, max_frame
                     break
 
 
-def _write(results: queue.Queue, writer, records, predictor: Predictor, failures: list[BaseException]) -> None:
+def _write(results: queue.Queue, writer, records, tracker: Tracker | None, failures: list[BaseException]) -> None:
+    """The writer thread; tracking runs here, in frame order, beside the model's next frame."""
     while (item := results.get()) is not _END:
         if failures:
             continue  # keep taking frames so that the model's thread never blocks
         try:
-            _write_frame(item, writer, records, predictor)
+            index, timestamp, frame, instances = item
+            if tracker is not None:
+                instances = tracker.update(instances, frame=index)
+            _write_frame(index, timestamp, frame, instances, writer, records)
         except Exception as error:  # noqa: BLE001 - re-raised in the calling thread
             failures.append(error)
 
 
-def _write_frame(item, writer, records, predictor: Predictor) -> None:
-    index, timestamp, frame, instances = item
+def _write_frame(index: int, timestamp: float, frame, instances: Prediction, writer, records) -> None:
     detections = [{key: value for key, value in record.items() if key != "image_id"} | {"category_name": name}
                   for record, name in zip(instances.to_coco(index), instances.names)]
     records.write(json.dumps({"frame": index, "time": round(timestamp, 4), "instances": detections},
                              separators=(",", ":")) + "\n")
     if writer is not None:
         rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-        drawn = draw_instances(rgb, instances, predictor.class_names)
+        drawn = draw_instances(rgb, instances, instances.class_names, track_ids=instances.track_ids)
         writer.write(cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))

@@ -48,6 +48,9 @@ def predict(
     stride: Annotated[int, typer.Option(min=1, help="Videos: predict every N-th frame.")] = 1,
     max_frames: Annotated[Optional[int], typer.Option(  # noqa: UP007
         min=1, help="Videos: stop after this many predicted frames (a camera or stream runs until Ctrl-C).")] = None,
+    track: Annotated[bool, typer.Option(
+        "--track", help="Videos, cameras and streams: give each instance a track id that holds across frames "
+                        "(JSON lines, overlays by id, STEM.tracks.json).")] = False,
     seed: Annotated[int, typer.Option(help="Seed for a randomly initialized model (--recipe alone).")] = 0,
     show_threshold: Annotated[Optional[float], former_option("--show-threshold", "--conf", min=0, max=1)] = None,  # noqa: UP007
     min_score: Annotated[Optional[float], former_option("--min-score", "--conf", min=0, max=1)] = None,  # noqa: UP007
@@ -55,8 +58,9 @@ def predict(
     """Segment images and videos. For images: an overlay PNG each, results.json (COCO results,
     RLE masks, each naming its image file) and instances.json (a COCO instances file with the
     images' names and sizes, to import into CVAT, Label Studio or FiftyOne as pre-annotations).
-    For each video, camera or stream: an annotated MP4 and one JSON line per frame. Instances
-    come best first and score at least --conf; an output never replaces an input.
+    For each video, camera or stream: an annotated MP4 and one JSON line per frame; with --track
+    each instance has a track id and STEM.tracks.json sums up the tracks. Instances come best
+    first and score at least --conf; an output never replaces an input.
 
     Give --weights, a checkpoint or a model name ('sparseinst models'), or --recipe alone for a
     randomly initialized model (to try the pipeline). Without inputs, the bundled sample images
@@ -66,6 +70,7 @@ def predict(
       sparseinst predict photo.jpg --weights r50_giam_aug
       sparseinst predict photos/ --weights runs/demo/model.safetensors --conf 0.5
       sparseinst predict street.mp4 --weights r50_giam_aug --stride 2
+      sparseinst predict street.mp4 --weights r50_giam_aug --track
       sparseinst predict 0 --weights model.safetensors --max-frames 300     # the first camera
       sparseinst predict photos/ --weights model.onnx --backend onnxruntime
     """
@@ -80,6 +85,9 @@ def predict(
         err_console.print(f"[red]skipped:[/] {problem}")
     if not paths and not videos:
         raise fail("no images or videos to predict")
+    if track and not videos:
+        raise fail("--track follows objects through video frames; give a video, a camera index or a stream URL "
+                   "(for a sequence of images: Predictor.track(paths) in Python)")
     out = run_folder(out, "predict", exist_ok)
     model = ModelSource(weights, recipe, device=device, overrides=tuple(overrides or []), backend=backend, fast=fast,
                         dtype=dtype, seed=seed)
@@ -89,7 +97,7 @@ def predict(
             err_console.print(f"[yellow]note:[/] recipe '{recipe}' with random weights: predictions are meaningless")
         report = predict_files(predictor, paths, out, conf=conf, overlays=overlays, progress=progress) if paths else None
         clips = predict_videos(predictor, videos, out, stride=stride, max_frames=max_frames, conf=conf,
-                               overlays=overlays, progress=progress)
+                               overlays=overlays, track=track, progress=progress)
     if report is not None:
         console.print(predictions_table(report))
         console.print(f"results: {report.results_path}  COCO instances: {report.instances_path}  "
