@@ -19,10 +19,14 @@ class Precision(str, Enum):
 
 
 class Backend(str, Enum):
-    """What runs the network: PyTorch, or onnxruntime on an exported model."""
+    """What runs the network: PyTorch, onnxruntime or OpenVINO (CPU) on an exported model, or
+    ``auto``: the fastest of those installed that gives PyTorch's instances on this machine
+    (measured once per model and CPU, then cached)."""
 
     torch = "torch"
     onnxruntime = "onnxruntime"
+    openvino = "openvino"
+    auto = "auto"
 
 
 class CocoBackend(str, Enum):
@@ -60,3 +64,5 @@ DEMO_TRAIN_IMAGES = 600
 DEMO_VAL_IMAGES = 100
 CEILING_SIZES = ("384", "512", "640")  # data ceiling's inference sizes (shorter side)
 CURVES_FILE = "curves.png"  # a run's training curves
+MIN_TILE = 128  # pixels; smaller tiles are blown up to the model's input size, wasting most of its work
+DEFAULT_OVERLAP = 0.2  # the fraction of a tile its neighbour shares: objects up to that size lie whole in one tile

@@ -186,6 +186,9 @@ class TrainSectionBase(StrictModel):
     workers: Annotated[int, Field(ge=0)] = DATA_WORKERS
     checkpoint_period: PositiveInt = CHECKPOINT_PERIOD
     eval_period: Annotated[int, Field(ge=0)] = 0  # 0: evaluate once, at the end
+    # stop after this many validations in a row without a higher mask AP (best.safetensors keeps
+    # the best); 0: never stop early
+    patience: Annotated[int, Field(ge=0)] = 0
     log_period: PositiveInt = LOG_PERIOD
     tensorboard: bool = False
     ema: bool = False  # validate and write the exponential moving average of the weights

@@ -1,5 +1,5 @@
 """The command line answers at once: help, the version and usage errors load no torch,
-torchvision, onnx, numba, OpenCV or numpy (read from ``python -X importtime``)."""
+torchvision, onnx, OpenVINO, NNCF, numba, OpenCV or numpy (read from ``python -X importtime``)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from sparseinst_cli.cli.app import app
 
-HEAVY = {"torch", "torchvision", "onnx", "onnxruntime", "onnxscript", "numba", "cv2", "numpy"}
+HEAVY = {"torch", "torchvision", "onnx", "onnxruntime", "onnxscript", "openvino", "nncf", "numba", "cv2", "numpy"}
 COMMANDS = sorted(name for name in (c.name for c in app.registered_commands))
 GROUPS = {group.name: [c.name for c in group.typer_instance.registered_commands] for group in app.registered_groups}
 
@@ -37,7 +37,7 @@ def test_help_version_and_usage_errors_load_nothing_heavy(args: list[str]) -> No
 
 def test_every_command_is_checked() -> None:
     assert {"predict", "models", "eval", "time", "viz-iam", "train", "tide", "convert"} <= set(COMMANDS)
-    assert GROUPS["export"] == ["onnx", "int8"] and "ceiling" in GROUPS["data"]
+    assert GROUPS["export"] == ["onnx", "int8", "openvino"] and "ceiling" in GROUPS["data"]
 
 
 def test_the_version_answers() -> None:

@@ -228,7 +228,7 @@ def time_models(models: Sequence[ModelSource], sizes: Sequence[int] | None = Non
     """Time each model at each shorter side in ``sizes`` (default: its recipe's own test size;
     4:3 images, the longer side capped by the recipe's ``max_size_test`` unless the size passes
     it) on ``image`` (default: a demo scene). Per-module hooks need the PyTorch network as it is
-    (not compiled, not onnxruntime)."""
+    (not compiled, not an exported model on onnxruntime or OpenVINO)."""
     if not models or (sizes is not None and not sizes):
         raise SparseInstError("nothing to time: give at least one model and one size", setting="sizes")
     if any(size < MIN_SIZE for size in sizes or ()):

@@ -25,7 +25,7 @@ from .commands.data import convert as data_convert
 from .commands.data import split as data_split
 from .commands.demo_data import demo_data
 from .commands.eval import eval_command
-from .commands.export import int8, onnx
+from .commands.export import int8, onnx, openvino
 from .commands.models import models
 from .commands.predict import predict
 from .commands.recipes import recipes
@@ -74,6 +74,7 @@ for name, command in (("predict", predict), ("models", models), ("train", train)
 export_app = typer.Typer(help="Export a checkpoint for deployment.", no_args_is_help=True)
 export_app.command("onnx")(guarded(onnx))
 export_app.command("int8")(guarded(int8))
+export_app.command("openvino")(guarded(openvino))
 app.add_typer(export_app, name="export")
 data_app = typer.Typer(help="Check, convert and split datasets; the AP ceiling of an input size.", no_args_is_help=True)
 data_app.command("check")(guarded(data_check))

@@ -40,7 +40,9 @@ DtypeOption = Annotated[Precision, typer.Option(
     "--dtype", help="fp32, fp16/bf16 autocast for the network, or auto: bf16 where the hardware has it "
                     "natively, else fp32 (not fp32: implies --fast).")]
 BackendOption = Annotated[Backend, typer.Option(
-    "--backend", help="torch, or onnxruntime (an .onnx file, or the checkpoint exported on the fly).")]
+    "--backend", help="torch; onnxruntime (an .onnx file) or openvino (CPU; an .xml or .onnx file), either of them "
+                      "exporting a checkpoint on the fly; or auto: the fastest of those installed that gives torch's "
+                      "instances on this CPU (measured on first use, then cached).")]
 DataOption = Annotated[Path, typer.Option("--data", help="COCO instances JSON (the ground truth).", show_default=False)]
 ImagesOption = Annotated[Optional[Path], typer.Option(  # noqa: UP007 - typer needs Optional
     "--images", help="Image folder of --data (needed to run a model).")]

@@ -26,6 +26,8 @@ MAX_IMAGE_PIXELS = 1 << 27  # 134 M pixels (e.g. 11585 x 11585): decoding more c
 MAX_PIXELS_VARIABLE = "SPARSEINST_MAX_IMAGE_PIXELS"
 
 
+ImageInput = np.ndarray | Image.Image | str | Path  # an image as the predictors take it: array, PIL image or path
+
 def max_image_pixels() -> int:
     """The largest image (height x width) read, ``SPARSEINST_MAX_IMAGE_PIXELS`` or the default."""
     value = os.environ.get(MAX_PIXELS_VARIABLE, "")

@@ -13,7 +13,7 @@ on the main process only (under ``torchrun`` the other processes announce nothin
 | ``on_step_end`` | the step's losses (dict) | after each optimizer step |
 | ``on_log`` | the record written to ``metrics.jsonl`` | every ``log_period`` steps |
 | ``on_checkpoint`` | the path of ``last.pt`` | after each checkpoint |
-| ``on_validation_end`` | the metrics (dict) | after each validation |
+| ``on_validation_end`` | the metrics (dict) | after each validation (``trainer.best``: the best so far) |
 | ``on_train_end`` | ``TrainResult`` | when the loop ends, finished or stopped |
 """
 
@@ -79,6 +79,7 @@ def report_progress(progress: Progress, callbacks: Callbacks) -> Callbacks:
         f"calibrated {len(result.factors)} fresh layers: initial mask logits' RMS "
         f"{result.mask_logit_rms_before:.3g} -> {result.mask_logit_rms_after:.3g}"))
     callbacks.add("on_validation_end", lambda trainer, metrics: progress.note(
-        f"step {trainer.step}: mask AP {metrics['AP']}  AP50 {metrics['AP50']}  AP75 {metrics['AP75']}"))
+        f"step {trainer.step}: mask AP {metrics['AP']}  AP50 {metrics['AP50']}  AP75 {metrics['AP75']}"
+        + ("  (new best: best.safetensors)" if trainer.best.step == trainer.step else "")))
     callbacks.add("on_train_end", lambda trainer, result: progress.stop())
     return callbacks

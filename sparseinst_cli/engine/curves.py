@@ -2,12 +2,15 @@
 
 Three panels over optimizer steps: every loss term and the total (log scale, raw values as faint
 lines and their smoothed trend on top), the learning rate, and the validation mask AP and AP50 of
-each evaluation, as markers (with their values written beside them when there are few). Drawing
-uses matplotlib's Agg canvas directly, so no global backend is set.
+each evaluation, as markers (with their values written beside them when there are few). The
+best validation (the first with the highest AP, whose weights ``best.safetensors`` holds) is a
+star, and an early stop (``run.json``'s ``stopped_early``) a dashed line across the panels.
+Drawing uses matplotlib's Agg canvas directly, so no global backend is set.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -21,7 +24,7 @@ from matplotlib.ticker import MaxNLocator
 from ..defaults import CURVES_FILE
 from ..errors import RunFilesError
 from ..files import atomic_write, not_found, output_file
-from .run_log import METRICS_FILE
+from .run_log import METRICS_FILE, RUN_FILE
 
 FIGURE_INCHES = (15.0, 4.5)
 DPI = 100  # 1500 x 450 pixels
@@ -33,6 +36,8 @@ STEP_TICKS = (1, 2, 5, 10)  # step tick spacings allowed, times a power of ten
 FEW_RECORDS = 20  # series with fewer records get a marker at each, so a lone record shows
 LABELLED_EVALUATIONS = 8  # evaluations up to which each AP value is written by its marker
 VALUE_OFFSET = 7  # points between a marker and its value: AP50 above (the higher), AP below
+BEST_COLOR, BEST_SIZE = "gold", 18  # the star on the best validation
+STOP_COLOR = "tab:red"  # the line of an early stop
 
 
 def read_metrics(run_dir: str | Path) -> tuple[dict[str, list[tuple[int, float]]], list[tuple[int, dict]]]:
@@ -66,14 +71,30 @@ def save_curves(run_dir: str | Path, path: str | Path | None = None) -> Path:
         raise RunFilesError(f"{run_dir}: not a run directory (a folder holding {METRICS_FILE})")
     path = output_file(Path(path) if path is not None else Path(run_dir) / CURVES_FILE, (".png",))
     series, evaluations = read_metrics(run_dir)
-    figure = curves_figure(series, evaluations, str(Path(run_dir)))
+    figure = curves_figure(series, evaluations, str(Path(run_dir)), stopped_early=_early_stop(run_dir))
     atomic_write(path, lambda tmp: figure.savefig(tmp, format="png"))
     return path
 
 
+def _early_stop(run_dir: str | Path) -> tuple[int, int] | None:
+    """The step and patience of ``run.json``'s ``stopped_early``; None without one."""
+    with contextlib.suppress(Exception):  # no run.json, or not one of a run that stopped early
+        stop = json.loads((Path(run_dir) / RUN_FILE).read_text())["stopped_early"]
+        return int(stop["step"]), int(stop["patience"])
+    return None
+
+
+def best_evaluation(evaluations: list[tuple[int, dict]]) -> tuple[int, float] | None:
+    """The step and AP of the first evaluation with the highest AP; None without an AP."""
+    scored = [(step, float(metrics["AP"])) for step, metrics in evaluations
+              if isinstance(metrics.get("AP"), (int, float)) and np.isfinite(metrics["AP"])]
+    return max(scored, key=lambda item: item[1]) if scored else None  # max keeps the first of equals
+
+
 def curves_figure(series: dict[str, list[tuple[int, float]]], evaluations: list[tuple[int, dict]],
-                  title: str) -> Figure:
-    """The three panels of ``read_metrics``'s ``series`` and ``evaluations`` on an Agg canvas."""
+                  title: str, *, stopped_early: tuple[int, int] | None = None) -> Figure:
+    """The three panels of ``read_metrics``'s ``series`` and ``evaluations`` on an Agg canvas;
+    ``stopped_early``: the step and patience of an early stop, drawn as a line."""
     figure = Figure(figsize=FIGURE_INCHES, dpi=DPI, layout="constrained")
     FigureCanvasAgg(figure)
     loss_axes, lr_axes, ap_axes = figure.subplots(1, 3, width_ratios=(2, 1, 1), sharex=True)
@@ -88,6 +109,14 @@ def curves_figure(series: dict[str, list[tuple[int, float]]], evaluations: list[
     if last - first < MIN_STEP_SPAN:  # a step or two: show a few whole steps around them
         loss_axes.set_xlim(max(0.0, first - MIN_STEP_SPAN / 2), last + MIN_STEP_SPAN / 2)
     loss_axes.xaxis.set_major_locator(MaxNLocator(integer=True, steps=STEP_TICKS))  # shared by the three panels
+    if stopped_early is not None:
+        step, patience = stopped_early
+        for axes in (loss_axes, lr_axes, ap_axes):
+            axes.axvline(step, color=STOP_COLOR, linestyle="--", linewidth=1.2, zorder=1)  # behind the data
+        loss_axes.annotate(f"stopped early at step {step}\n({patience} validations without a higher AP)",
+                           (step, 1), xycoords=("data", "axes fraction"), xytext=(-4, -4),
+                           textcoords="offset points", ha="right", va="top", fontsize=8, color=STOP_COLOR)
+        title = f"{title}: stopped early at step {step}"
     figure.suptitle(title)
     return figure
 
@@ -115,6 +144,11 @@ def _evaluation_panel(axes: Axes, evaluations: list[tuple[int, dict]]) -> None:
                 axes.annotate(f"{value:.1f}", (step, value), xytext=(0, side * VALUE_OFFSET),
                               textcoords="offset points", ha="center", va="bottom" if side > 0 else "top",
                               fontsize=8, color=line.get_color())
+        best = best_evaluation(evaluations)
+        if best is not None:
+            step, value = best
+            axes.plot([step], [value], marker="*", markersize=BEST_SIZE, color=BEST_COLOR, markeredgecolor="black",
+                      linestyle="none", zorder=3, label=f"best AP {value:.1f} at step {step}")
         axes.legend(fontsize=8, loc="upper left")
     else:
         axes.text(0.5, 0.5, "no evaluation yet", ha="center", va="center", transform=axes.transAxes)

@@ -67,3 +67,13 @@ def broadcast_from_main(module: torch.nn.Module, process: Process) -> None:
     if process.distributed:
         for tensor in module.state_dict().values():
             dist.broadcast(tensor, src=0)
+
+
+def main_decides(flag: bool, process: Process) -> bool:
+    """The main process's ``flag`` on every process (a decision only the main process can make,
+    such as stopping early on its validation), unchanged for a single process."""
+    if not process.distributed:
+        return flag
+    value = torch.tensor([1.0 if flag else 0.0], device=process.device)
+    dist.broadcast(value, src=0)
+    return bool(value.item())

@@ -4,9 +4,11 @@ A run directory holds:
 
 - ``last.pt``: everything ``--resume`` needs (weights, EMA, optimizer, schedule, scaler, step, RNG);
 - ``model.safetensors``: the latest weights (the EMA's when kept) as a native checkpoint;
+- ``best.safetensors``: the weights of the validation with the highest mask AP so far, in the
+  same format, its step and AP in the metadata;
 - ``recipe.json``: the resolved recipe (solver in concrete steps);
-- ``run.json``: the code version, the command, the data sizes, the solver's resolution and
-  what ``init_from`` loaded;
+- ``run.json``: the code version, the command, the data sizes, the solver's resolution, what
+  ``init_from`` loaded, the best validation (``best``) and an early stop (``stopped_early``);
 - ``metrics.jsonl``: mean losses over each log window, learning rate and throughput, and each
   evaluation (``run_log.RunLog``);
 - ``eval.json``: the last evaluation; ``curves.png``: the curves of ``metrics.jsonl``.
@@ -33,12 +35,12 @@ from ..errors import RunFilesError
 from ..files import atomic_write, remove_stale_temporaries, write_json
 from ..recipe import Recipe
 from .curves import save_curves
-from .run_log import METRICS_FILE
+from .run_log import METRICS_FILE, RUN_FILE
 
 STATE_FILE = "last.pt"
 MODEL_FILE = "model.safetensors"
+BEST_FILE = "best.safetensors"
 RECIPE_FILE = "recipe.json"
-RUN_FILE = "run.json"
 STATE_KEYS = ("step", "model", "optimizer", "scheduler", "scaler", "rng", "cuda_rng", "dataset_size")
 
 
@@ -57,12 +59,19 @@ class RunDirectory:
     def model(self) -> Path:
         return self.path / MODEL_FILE
 
-    def start(self, recipe: Recipe, record: Mapping[str, Any]) -> None:
-        """Remove what an interrupted write left, then write ``recipe.json`` and ``run.json``; a
-        resumed run keeps the record of what ``init_from`` loaded when it started."""
+    @property
+    def best(self) -> Path:
+        return self.path / BEST_FILE
+
+    def start(self, recipe: Recipe, record: Mapping[str, Any], *, resumed: bool = False) -> None:
+        """Remove what an interrupted write left (and, unless ``resumed``, a ``best.safetensors``
+        no run of this directory's ``last.pt`` chose), then write ``recipe.json`` and ``run.json``;
+        a resumed run keeps the record of what ``init_from`` loaded when it started."""
         if not self.writes:
             return
         remove_stale_temporaries(self.path)
+        if not resumed:
+            self.best.unlink(missing_ok=True)
         write_json(self.path / RECIPE_FILE, recipe.dump())
         run = {"sparseinst": _package_version(), "git_commit": _git_commit(), "command": sys.argv,
                "torch": torch.__version__, "python": platform.python_version(), **record}
@@ -77,6 +86,35 @@ class RunDirectory:
                    ema: bool) -> None:
         if self.writes:
             save_checkpoint(self.model, model, recipe, categories, {"step": str(step), "weights": "ema" if ema else "live"})
+
+    def save_best(self, model: torch.nn.Module, recipe: Recipe, categories: list[dict], *, step: int, ema: bool,
+                  ap: float, ap50: float | None) -> None:
+        """``best.safetensors``: ``model`` as ``save_model`` writes it, with its validation's AP."""
+        if self.writes:
+            save_checkpoint(self.best, model, recipe, categories, {"step": str(step), "weights": "ema" if ema else "live",
+                                                                   "AP": repr(ap), "AP50": repr(ap50)})
+
+    def read_best(self) -> dict[str, Any] | None:
+        """The step, AP and AP50 ``best.safetensors`` was written with; None without a readable one."""
+        try:
+            metadata = read_checkpoint(self.best).metadata
+            return {"step": int(metadata["step"]), "AP": float(metadata["AP"]),
+                    "AP50": None if metadata.get("AP50", "None") == "None" else float(metadata["AP50"])}
+        except Exception:  # noqa: BLE001 - missing, broken, or written without an AP: no best to keep
+            return None
+
+    def record(self, **fields: Any) -> None:
+        """Set ``fields`` in ``run.json`` (a None value removes the field)."""
+        if not self.writes:
+            return
+        path = self.path / RUN_FILE
+        run = json.loads(path.read_text()) if path.is_file() else {}
+        for key, value in fields.items():
+            if value is None:
+                run.pop(key, None)
+            else:
+                run[key] = value
+        write_json(path, run)
 
     def save_state(self, state: dict[str, Any]) -> None:
         if self.writes:
@@ -115,6 +153,14 @@ class RunDirectory:
     def save_evaluation(self, step: int, metrics: Mapping[str, Any]) -> None:
         if self.writes:
             write_json(self.path / EVAL_FILE, {"step": step, **metrics})
+
+    def read_evaluation(self, step: int) -> dict[str, Any]:
+        """The evaluation ``save_evaluation`` wrote at ``step``; {} without one."""
+        with contextlib.suppress(Exception):  # missing, unreadable, or of another step
+            saved = json.loads((self.path / EVAL_FILE).read_text())
+            if saved.pop("step") == step:
+                return saved
+        return {}
 
     def draw_curves(self) -> None:
         if self.writes:

@@ -1,4 +1,5 @@
-"""What a training run records: metrics as JSON lines, optionally TensorBoard too.
+"""What a training run records: metrics as JSON lines, optionally TensorBoard too, and the
+best validation so far.
 
 Only the main process records; other processes get a ``RunLog`` that does nothing.
 """
@@ -9,12 +10,14 @@ import json
 import math
 import time
 from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import RecipeError
 
 METRICS_FILE = "metrics.jsonl"
+RUN_FILE = "run.json"
 
 
 class RunLog:
@@ -81,6 +84,59 @@ class LogWindow:
         self.sums = dict(state["sums"])
         # Checkpoints written before per-value counts kept one count for all.
         self.counts = dict(state.get("counts") or {name: int(state["steps"]) for name in state["sums"]})
+
+
+@dataclass
+class BestSoFar:
+    """The validation with the highest mask AP so far (``best.safetensors`` holds its weights) and
+    the validations since it without a higher one. Kept in ``last.pt``, so that a resumed run
+    goes on choosing and counting where it stopped."""
+
+    step: int | None = None  # of the best validation; None until a validation gives an AP
+    ap: float | None = None
+    ap50: float | None = None
+    since: int = 0  # validations in a row, after the best, without a higher AP
+    validated: int | None = None  # the step of the last validation
+
+    def update(self, step: int, metrics: Mapping[str, Any]) -> bool:
+        """Count the validation at ``step``; True when its AP is higher than every one before.
+        A validation without an AP (COCO leaves it undefined with no ground truth) is not
+        counted either way."""
+        self.validated = step
+        ap = _number(metrics.get("AP"))
+        if ap is None:
+            return False
+        # A resume that adopted a best.safetensors written after its checkpoint replays that
+        # validation: the same step and AP are the best again, not a validation without one.
+        if self.ap is None or ap > self.ap or (step == self.step and ap == self.ap):
+            self.step, self.ap, self.ap50, self.since = step, ap, _number(metrics.get("AP50")), 0
+            return True
+        self.since += 1
+        return False
+
+    def exhausted(self, patience: int) -> bool:
+        """Whether ``patience`` (> 0) validations in a row went by without a higher AP."""
+        return patience > 0 and self.since >= patience
+
+    def to_json(self, path: str) -> dict[str, Any] | None:
+        """The record of ``run.json``: step, AP, AP50 and ``path``; None before any AP."""
+        if self.step is None:
+            return None
+        return {"step": self.step, "AP": self.ap, "AP50": self.ap50, "path": path}
+
+    def state_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        for key, value in BestSoFar().state_dict().items():
+            setattr(self, key, state.get(key, value))
+
+
+def _number(value: Any) -> float | None:
+    """``value`` as a float when it is a finite number, else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
 
 
 def _flatten(record: dict[str, Any], prefix: str = "") -> list[tuple[str, float]]:

@@ -4,13 +4,17 @@ One ``Trainer`` per process runs the parts ``build.build_training`` made from a 
 ``torchrun`` the model is wrapped in DDP, each process reads its slice of every batch and only
 the main process writes the run's files (``run_directory.RunDirectory``) and announces events
 (``callbacks``).
+
+Each validation that gives a higher mask AP than every one before writes ``best.safetensors``;
+with ``train.patience`` the run stops after that many validations in a row without one. A
+checkpoint follows every validation, so ``last.pt`` always knows the best so far.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +32,28 @@ from ..recipe import Recipe
 from .build import TrainingParts, build_training, next_batches
 from .calibration import calibrate
 from .callbacks import Callbacks, Handler, TrainingStart, report_progress
-from .distributed import Process, all_reduce_sum, barrier, broadcast_from_main
-from .run_directory import RunDirectory
-from .run_log import LogWindow, RunLog
+from .distributed import (
+    Process,
+    all_reduce_sum,
+    barrier,
+    broadcast_from_main,
+    main_decides,
+)
+from .run_directory import BEST_FILE, RunDirectory
+from .run_log import BestSoFar, LogWindow, RunLog
 from .signals import StopRequest
+
+
+@dataclass(frozen=True)
+class EarlyStop:
+    """Where ``train.patience`` ended a run: at ``step``, after ``patience`` validations in a row
+    without a higher mask AP."""
+
+    step: int
+    patience: int
+
+    def to_json(self) -> dict[str, int]:
+        return {"step": self.step, "patience": self.patience}
 
 
 @dataclass
@@ -39,10 +61,13 @@ class TrainResult:
     step: int
     out_dir: Path
     interrupted: bool = False
-    metrics: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)  # the last validation's
     skipped_images: list[str] = field(default_factory=list)
     stopped_by: str | None = None  # the signal that interrupted the run ("SIGINT", "SIGTERM")
     is_main: bool = True  # the process that wrote the files (under torchrun, rank 0)
+    best: BestSoFar | None = None  # the best validation so far (main process), None before any AP
+    best_path: Path | None = None  # best.safetensors, its weights
+    stopped_early: EarlyStop | None = None
 
 
 class Trainer:
@@ -72,6 +97,8 @@ class Trainer:
         self.log_window = LogWindow()
         self.callbacks = callbacks or Callbacks()
         self.skipped_images: set[str] = set()
+        self.best = BestSoFar()
+        self.resumed = False
 
     @classmethod
     def from_recipe(cls, recipe: Recipe, out_dir: str | Path, process: Process = Process(), *, strict: bool = False,
@@ -103,6 +130,7 @@ class Trainer:
             "step": self.step,
             "calibrated": self.calibrated,
             "loss_window": self.log_window.state_dict(),
+            "best": self.best.state_dict(),
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -152,7 +180,17 @@ class Trainer:
         self.step = int(state["step"])
         self.calibrated = bool(state.get("calibrated", True))
         self.log_window.load_state_dict(state.get("loss_window", {"sums": {}}))
+        self.best.load_state_dict(state.get("best", {}))  # checkpoints from before best.safetensors: none yet
+        self._keep_a_better_best_file()
+        self.resumed = True
         self.run_dir.level(self.step, self._save_model)
+
+    def _keep_a_better_best_file(self) -> None:
+        """A kill between writing ``best.safetensors`` and the checkpoint after it leaves a best
+        file that ``last.pt`` does not know: keep it, as the best to beat."""
+        written = self.run_dir.read_best() if self.process.is_main else None
+        if written is not None and (self.best.ap is None or written["AP"] > self.best.ap):
+            self.best.step, self.best.ap, self.best.ap50 = written["step"], written["AP"], written["AP50"]
 
     def _start_run_files(self) -> None:
         record: dict[str, Any] = {
@@ -165,7 +203,10 @@ class Trainer:
         }
         if self.transfer is not None:
             record["init_from"] = self.transfer.to_json()
-        self.run_dir.start(self.recipe, record)
+        best = self.best.to_json(BEST_FILE)
+        if best is not None:
+            record["best"] = best
+        self.run_dir.start(self.recipe, record, resumed=self.resumed)
 
     def _training_start(self) -> TrainingStart:
         datasets = {"train": getattr(self.data.dataset, "summary", None)}
@@ -258,7 +299,8 @@ class Trainer:
 
     # ---------------------------------------------------------------- loop
     def run(self, stop: StopRequest | None = None) -> TrainResult:
-        """Train to ``max_iter``; save every ``checkpoint_period`` steps and at the end."""
+        """Train to ``max_iter``, or until ``train.patience`` validations in a row without a higher
+        mask AP; save every ``checkpoint_period`` steps, after each validation and at the end."""
         train = self.recipe.train
         solver = train.solver
         if self.process.is_main:
@@ -267,8 +309,10 @@ class Trainer:
         self._announce("on_train_start", self._training_start())
         result = TrainResult(self.step, self.out_dir)
         self.log_window.restart_clock()
+        if main_decides(self.best.exhausted(train.patience), self.process):  # a resumed run that had stopped
+            result.stopped_early = EarlyStop(self.step, train.patience)
         with log, self.data.batches(self.step, self.process) as batches:
-            while self.step < solver.max_iter:
+            while self.step < solver.max_iter and result.stopped_early is None:
                 if self._stop_everywhere(stop is not None and stop.requested):
                     result.interrupted = True
                     result.stopped_by = getattr(stop, "signal", None)
@@ -285,24 +329,52 @@ class Trainer:
                     record = self.log_window.record(self.step, self.optimizer.param_groups[0]["lr"])
                     log.write(record)
                     self._announce("on_log", record)
-                if self.step % train.checkpoint_period == 0 and self.step < solver.max_iter:
+                if self.step >= solver.max_iter:
+                    break  # saved and validated below
+                validated = (bool(train.eval_period) and self.step % train.eval_period == 0
+                             and self._log_validation(log, result))
+                if validated or self.step % train.checkpoint_period == 0:
+                    self.save()  # after the validation, so that last.pt knows the best so far
+                if validated and main_decides(self.best.exhausted(train.patience), self.process):
+                    result.stopped_early = EarlyStop(self.step, train.patience)
+            if self.best.validated != self.step:  # else saved just after this step's validation
+                self.save()
+            if not result.interrupted and result.stopped_early is None and self.best.validated != self.step:
+                if self._log_validation(log, result):
                     self.save()
-                if train.eval_period and self.step % train.eval_period == 0 and self.step < solver.max_iter:
-                    self._log_validation(log, result)
-            self.save()
-            if not result.interrupted:
-                self._log_validation(log, result)
+            elif not result.interrupted and self.run_dir.writes:  # validated before: its evaluation
+                result.metrics = result.metrics or self.run_dir.read_evaluation(self.step)
+            self._record_selection(result)
             self.run_dir.draw_curves()
         result.step = self.step
         result.skipped_images = sorted(self.skipped_images)
         self._announce("on_train_end", result)
         return result
 
-    def _log_validation(self, log: RunLog, result: TrainResult) -> None:
+    def _log_validation(self, log: RunLog, result: TrainResult) -> bool:
+        """Validate, log it and keep the weights in ``best.safetensors`` when its AP is the best;
+        on every process, whether the main process validated."""
         metrics = self.validate()
         if metrics:
             result.metrics = metrics
             log.write({"step": self.step, "eval": {k: v for k, v in metrics.items() if k != "failures"}})
             self.run_dir.save_evaluation(self.step, metrics)
+            if self.best.update(self.step, metrics):
+                self.run_dir.save_best(self.inference_model, self.recipe, self.categories, step=self.step,
+                                       ema=self.ema is not None, ap=self.best.ap, ap50=self.best.ap50)
+                self.run_dir.record(best=self.best.to_json(BEST_FILE))
             self._announce("on_validation_end", metrics)
+        validated = main_decides(bool(metrics), self.process)
+        if validated:
+            self.best.validated = self.step  # on every process, which all decide on it
+        return validated
+
+    def _record_selection(self, result: TrainResult) -> None:
+        """The best validation and an early stop, in the result and in ``run.json``."""
+        if not self.process.is_main:
+            return
+        if self.best.step is not None:
+            result.best, result.best_path = replace(self.best), self.run_dir.best
+        self.run_dir.record(best=self.best.to_json(BEST_FILE),
+                            stopped_early=result.stopped_early.to_json() if result.stopped_early else None)
 

@@ -19,6 +19,7 @@ from ..errors import ImageError
 from ..files import output_folder, refuse_overwriting, write_json
 from ..progress import SILENT, Progress
 from .predictor import Predictor
+from .tiling import DEFAULT_OVERLAP, check_tiling, predict_tiled
 
 RESULTS_FILE = "results.json"  # COCO results: a list of instances, as COCO evaluation reads
 INSTANCES_FILE = "instances.json"  # a COCO instances file (images, categories, annotations): pre-annotations
@@ -57,6 +58,8 @@ def predict_files(
     *,
     conf: float | None = None,
     overlays: bool = True,
+    tile: int | None = None,
+    overlap: float = DEFAULT_OVERLAP,
     progress: Progress = SILENT,
 ) -> PredictReport:
     """Predict each image, keeping the instances scoring at least ``conf`` (default: the model's
@@ -64,8 +67,12 @@ def predict_files(
     results, each naming its image file and class), ``instances.json`` (a COCO instances file with the
     images' file names and sizes, for a labeling tool to import) and ``summary.json``. An output
     that would replace one of the images is refused before anything is written; a missing or
-    corrupt image is recorded, reported and skipped."""
+    corrupt image is recorded, reported and skipped. With ``tile``, each image is predicted on
+    overlapping ``tile`` x ``tile`` tiles sharing ``overlap`` of a tile, plus whole
+    (``tiling.predict_tiled``); its results are at its original size all the same."""
     conf = predictor.recipe.inference.conf if conf is None else conf
+    if tile is not None:
+        check_tiling(tile, overlap)
     output_folder(out_dir)
     overlay_names = unique_names([Path(p).stem for p in paths], ".png")
     report = PredictReport(conf, results_path=out_dir / RESULTS_FILE, instances_path=out_dir / INSTANCES_FILE,
@@ -80,7 +87,10 @@ def predict_files(
         try:
             image = read_image(path)
             start = time.perf_counter()
-            prediction = predictor([image], conf=conf)[0].to("cpu")
+            if tile is None:
+                prediction = predictor([image], conf=conf)[0].to("cpu")
+            else:
+                prediction = predict_tiled(predictor, image, tile=tile, overlap=overlap, conf=conf)
             entry.milliseconds = (time.perf_counter() - start) * 1000
         except ImageError as exc:
             entry.error = str(exc)
@@ -104,6 +114,8 @@ def predict_files(
     write_json(report.summary_path, {
         "categories": predictor.categories,
         "conf": conf,
+        "tile": tile,
+        "overlap": overlap if tile is not None else None,
         "images": [asdict(r) for r in report.images],
         "failed": len(report.failures),
     })

@@ -20,8 +20,8 @@ from components.postprocess import postprocess
 from ..builder import build_model
 from ..checkpoint import load_model
 from ..data.coco import default_categories
-from ..data.images import as_rgb_array, pad_batch, resized_shape
-from ..defaults import Precision
+from ..data.images import ImageInput, as_rgb_array, pad_batch, resized_shape
+from ..defaults import DEFAULT_OVERLAP, Precision
 from ..errors import RecipeError, SparseInstError
 from ..progress import SILENT, Progress
 from ..recipe import Recipe, load_recipe, recipe_from_data
@@ -29,8 +29,6 @@ from ..weights.zoo import pretrained
 from .fast_path import optimize_for_inference
 from .onnx_runtime import OnnxModel
 from .results import Prediction
-
-ImageInput = np.ndarray | Image.Image | str | Path
 
 
 def is_single_image(images: object) -> bool:
@@ -195,13 +193,28 @@ class Predictor:
     ) -> Predictor:
         """A model exported by ``sparseinst export onnx``, run by onnxruntime. Overrides may change
         the ``input`` and ``inference`` sections only (the network is fixed in the file)."""
-        model = OnnxModel(path, device)
+        return cls._from_exported(OnnxModel(path, device), path, device, overrides)
+
+    @classmethod
+    def from_openvino(
+        cls, path: str | Path, device: str | torch.device = "cpu", overrides: Sequence[str] = ()
+    ) -> Predictor:
+        """A model exported by ``sparseinst export openvino`` (``.xml``) or ``export onnx``
+        (``.onnx``), run by OpenVINO on the CPU (``pip install 'sparseinst[openvino]'``). Overrides
+        may change the ``input`` and ``inference`` sections only (the network is fixed in the file)."""
+        from .openvino_runtime import OpenVinoModel
+
+        return cls._from_exported(OpenVinoModel(path, device), path, device, overrides)
+
+    @classmethod
+    def _from_exported(cls, model, path: str | Path, device: str | torch.device, overrides: Sequence[str]) -> Predictor:
+        """A predictor around an exported network, its stored recipe changed by ``overrides``."""
         recipe = model.recipe
         if overrides:
             fixed = [o for o in overrides if not o.split("=", 1)[0].strip().startswith(("input.", "inference."))]
             if fixed:
-                raise RecipeError(str(path), [f"{o}: an ONNX model's network is fixed; only input.* and inference.* "
-                                              f"can be overridden" for o in fixed])
+                raise RecipeError(str(path), [f"{o}: an exported model's network is fixed; only input.* and "
+                                              f"inference.* can be overridden" for o in fixed])
             recipe = recipe_from_data(recipe.dump(), f"{path} (stored recipe)", overrides)
         return cls(model, recipe, model.categories, device)
 
@@ -314,3 +327,12 @@ class Predictor:
         from .video import track_frames
 
         return track_frames(self, source, conf=conf, stride=stride, max_frames=max_frames)
+
+    def predict_tiled(self, image: ImageInput, *, tile: int, overlap: float = DEFAULT_OVERLAP,
+                      conf: float | None = None, full_image: bool = True, bgr: bool = False) -> Prediction:
+        """One large image predicted on overlapping ``tile`` x ``tile`` tiles (and, with
+        ``full_image``, whole), the instances merged across the seams, at the original size: small
+        objects that the model's input size would shrink away. See ``tiling.predict_tiled``."""
+        from .tiling import predict_tiled
+
+        return predict_tiled(self, image, tile=tile, overlap=overlap, conf=conf, full_image=full_image, bgr=bgr)

@@ -3,9 +3,10 @@ names, the image they were found in), to draw and to hand to other tools (COCO, 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -13,7 +14,7 @@ import torch
 from components import Instances
 
 from ..data.coco import coco_results
-from ..data.images import write_image
+from ..data.images import ImageInput, write_image
 from ..errors import ImageError, SparseInstError
 from .drawing import draw_instances
 
@@ -117,3 +118,14 @@ class Prediction(Instances):
             tracker_id=None if self.track_ids is None else np.array(self.track_ids, dtype=int),
             data={"class_name": np.array(self.names, dtype=str)},
         )
+
+
+class ImagePredictor(Protocol):
+    """What video, tracking and tiled inference need of a model: ``Predictor``'s ``recipe`` (its
+    ``inference.conf``) and ``predict``."""
+
+    recipe: Any
+
+    def predict(self, images: Sequence[ImageInput], bgr: bool = False,
+                conf: float | None = None) -> list[Prediction]: ...
+

@@ -40,8 +40,7 @@ from ..errors import ImageError
 from ..files import not_found, output_folder, refuse_overwriting, write_json
 from ..progress import SILENT, Progress
 from .drawing import draw_instances
-from .predictor import Predictor
-from .results import Prediction
+from .results import ImagePredictor, Prediction
 from .tracking import Tracker
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts"})
@@ -86,7 +85,7 @@ class VideoReport:
 
 
 def predict_video(
-    predictor: Predictor,
+    predictor: ImagePredictor,
     source: str | Path,
     out_dir: Path,
     *,
@@ -188,7 +187,7 @@ def predict_video(
     return report
 
 
-def track_frames(predictor: Predictor, source: str | Path | Iterable, *, conf: float | None = None, stride: int = 1,
+def track_frames(predictor: ImagePredictor, source: str | Path | Iterable, *, conf: float | None = None, stride: int = 1,
                  max_frames: int | None = None) -> Iterator[Prediction]:
     """Tracked predictions, one per frame, as they come: ``source`` is a video file, a camera
     index or a stream URL (every ``stride``-th frame, at most ``max_frames``), or an iterable of
@@ -229,7 +228,7 @@ def collect_sources(inputs: Sequence[str]) -> tuple[list[Path], list[str], list[
     return images, videos, problems
 
 
-def predict_videos(predictor: Predictor, sources: Sequence[str], out_dir: Path, *, stride: int = 1,
+def predict_videos(predictor: ImagePredictor, sources: Sequence[str], out_dir: Path, *, stride: int = 1,
                    max_frames: int | None = None, conf: float | None = None, overlays: bool = True,
                    track: bool = False, progress: Progress = SILENT) -> list[VideoReport]:
     """``predict_video`` for each source in turn; an unreadable one is recorded and skipped.

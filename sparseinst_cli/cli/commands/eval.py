@@ -66,6 +66,7 @@ def eval_command(
       sparseinst eval --weights runs/demo/model.safetensors --data data/demo/val.json --images data/demo/val
       sparseinst eval --weights r50_giam_aug --data coco/val2017.json --images coco/val2017 --device cuda
       sparseinst eval --results runs/eval/results.json --data data/demo/val.json
+      sparseinst eval --weights model.int8.xml --backend openvino --data data/demo/val.json --images data/demo/val
     """
     from ...analysis.coco_eval import MAX_DETECTIONS, evaluate_dataset, evaluate_results
     from ...deploy.backends import ModelSource

@@ -1,4 +1,4 @@
-"""``sparseinst export onnx`` and ``sparseinst export int8``."""
+"""``sparseinst export onnx``, ``sparseinst export int8`` and ``sparseinst export openvino``."""
 
 from __future__ import annotations
 
@@ -106,3 +106,54 @@ def int8(
     console.print(f"wrote {report.output} ({report.output.stat().st_size / 1e6:.1f} MB; {report.quantized_nodes} "
                   f"convolutions int8{' (7-bit weights)' if report.reduce_range else ''}, {report.float_nodes} "
                   f"float; calibrated on {len(report.calibration)} images)")
+
+
+def openvino(
+    context: typer.Context,
+    weights: Annotated[str, typer.Option(
+        "--weights", "-w", metavar="FILE|NAME", show_default=False,
+        help="Native checkpoint (.safetensors), exported .onnx, or a model name from 'sparseinst models'.")],
+    out: Annotated[Optional[Path], typer.Option(  # noqa: UP007 - typer needs Optional
+        "--out", "-o", help="IR file to write, .xml (its .bin beside it) \\[default: beside the weights, .xml, "
+                            "or .int8.xml; for a model name, NAME.xml here].", show_default=False)] = None,
+    quantize: Annotated[bool, typer.Option(
+        "--int8", help="Quantize to int8 with NNCF, calibrated on --calibration.")] = False,
+    calibration: Annotated[Optional[Path], typer.Option(  # noqa: UP007
+        "--calibration", help="With --int8: folder of your images (like those the model will see); only it is read.",
+        show_default=False)] = None,
+    max_images: Annotated[int, typer.Option(
+        "--max-images", min=1, help="Calibration images used at most.")] = CALIBRATION_IMAGES,
+    reduce_range: Annotated[Optional[bool], typer.Option(  # noqa: UP007
+        "--reduce-range/--full-range", show_default=False,
+        help="With --int8: 7-bit int8 weights, for x86 CPUs with AVX2 but no VNNI (their 16-bit int8 sums "
+             "saturate) \\[default: as the CPU at hand needs].")] = None,
+) -> None:
+    """Export the network to OpenVINO IR (.xml and .bin), fp32, or int8 with --int8.
+
+    The ONNX export's network (same input and outputs, batch, height and width free) converted by
+    OpenVINO, weights kept in fp32; the recipe and class names travel in the IR, so
+    predict/eval/time take the .xml with --backend openvino (the CPU). With --int8, NNCF
+    quantizes the convolutions on your --calibration images (the first and the depthwise ones, the
+    linear heads and the mask product stay in float). Needs pip install 'sparseinst\\[openvino]'.
+
+    Examples:
+      sparseinst export openvino --weights runs/demo/model.safetensors
+      sparseinst export openvino --weights runs/demo/model.safetensors --int8 --calibration data/demo/train
+      sparseinst predict photos/ --weights runs/demo/model.xml --backend openvino
+      sparseinst time --weights runs/demo/model.safetensors --variants backends --compare runs/demo/model.int8.xml
+    """
+    from ...deploy.openvino_export import export_openvino
+    from ...weights.zoo import resolve_weights
+
+    if quantize != (calibration is not None):
+        raise fail("--int8 needs --calibration FOLDER" if quantize else "--calibration is for --int8; add it")
+    target = out or Path(weights).with_name(Path(weights).stem + (".int8.xml" if quantize else ".xml"))
+    with ProgressBar() as progress:
+        source = resolve_weights(weights, progress)
+        report = export_openvino(source, target, calibration=calibration, max_images=max_images,
+                                 reduce_range=reduce_range, progress=progress)
+    for problem in report.skipped:
+        err_console.print(f"[red]skipped:[/] {problem}")
+    detail = (f"{report.quantized_layers} layers int8{' (7-bit weights)' if report.reduce_range else ''}, "
+              f"{report.float_layers} float; calibrated on {len(report.calibration)} images") if report.int8 else "fp32"
+    console.print(f"wrote {report.output} and {report.weights.name} ({report.size_mb:.1f} MB; {detail})")

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ...defaults import Backend, Precision
+from ...defaults import DEFAULT_OVERLAP, MIN_TILE, Backend, Precision
 from ..console import console, err_console, fail, renamed
 from ..exit_codes import EXIT_FAILED
 from ..options import (
@@ -51,6 +51,14 @@ def predict(
     track: Annotated[bool, typer.Option(
         "--track", help="Videos, cameras and streams: give each instance a track id that holds across frames "
                         "(JSON lines, overlays by id, STEM.tracks.json).")] = False,
+    tile: Annotated[Optional[int], typer.Option(  # noqa: UP007
+        metavar="SIZE", show_default=False,
+        help=f"Images: predict overlapping SIZE x SIZE pixel tiles (SIZE at least {MIN_TILE}) and the whole image, "
+             "then merge the instances: small objects in large images, e.g. --tile 640. Results at the original size.")] = None,
+    overlap: Annotated[Optional[float], typer.Option(  # noqa: UP007
+        metavar="F", show_default=False,
+        help=f"With --tile: the fraction of a tile its neighbours share, from 0 to below 1 "
+             f"\\[default: {DEFAULT_OVERLAP}].")] = None,
     seed: Annotated[int, typer.Option(help="Seed for a randomly initialized model (--recipe alone).")] = 0,
     show_threshold: Annotated[Optional[float], former_option("--show-threshold", "--conf", min=0, max=1)] = None,  # noqa: UP007
     min_score: Annotated[Optional[float], former_option("--min-score", "--conf", min=0, max=1)] = None,  # noqa: UP007
@@ -73,9 +81,13 @@ def predict(
       sparseinst predict street.mp4 --weights r50_giam_aug --track
       sparseinst predict 0 --weights model.safetensors --max-frames 300     # the first camera
       sparseinst predict photos/ --weights model.onnx --backend onnxruntime
+      sparseinst predict photos/ --weights model.xml --backend openvino
+      sparseinst predict photos/ --weights model.safetensors --backend auto     # the fastest here, same instances
+      sparseinst predict aerial.jpg --weights model.safetensors --tile 640 --overlap 0.2
     """
     from ...deploy.backends import ModelSource
     from ...inference.batches import predict_files
+    from ...inference.tiling import check_tiling
     from ...inference.video import collect_sources, predict_videos
     from ...resources import sample_images
 
@@ -88,6 +100,13 @@ def predict(
     if track and not videos:
         raise fail("--track follows objects through video frames; give a video, a camera index or a stream URL "
                    "(for a sequence of images: Predictor.track(paths) in Python)")
+    if overlap is not None and tile is None:
+        raise fail("--overlap is the share of a tile its neighbours share; give --tile SIZE too")
+    overlap = DEFAULT_OVERLAP if overlap is None else overlap
+    if tile is not None:
+        if not paths:
+            raise fail("--tile splits large images into tiles; videos, cameras and streams are predicted whole")
+        check_tiling(tile, overlap)
     out = run_folder(out, "predict", exist_ok)
     model = ModelSource(weights, recipe, device=device, overrides=tuple(overrides or []), backend=backend, fast=fast,
                         dtype=dtype, seed=seed)
@@ -95,7 +114,8 @@ def predict(
         predictor = model.open(progress=progress)
         if recipe is not None:
             err_console.print(f"[yellow]note:[/] recipe '{recipe}' with random weights: predictions are meaningless")
-        report = predict_files(predictor, paths, out, conf=conf, overlays=overlays, progress=progress) if paths else None
+        report = predict_files(predictor, paths, out, conf=conf, overlays=overlays, tile=tile, overlap=overlap,
+                               progress=progress) if paths else None
         clips = predict_videos(predictor, videos, out, stride=stride, max_frames=max_frames, conf=conf,
                                overlays=overlays, track=track, progress=progress)
     if report is not None:

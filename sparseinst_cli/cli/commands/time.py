@@ -51,9 +51,10 @@ def time_command(
                                "trained.")] = True,
     compile: Annotated[bool, typer.Option("--compile", help="With --fast: torch.compile the model.")] = False,
     variants: Annotated[Optional[str], typer.Option(  # noqa: UP007
-        help="Time each model several ways side by side, e.g. plain,fast,bf16,onnxruntime (also fp16, auto, "
-             "compile); replaces --fast/--dtype/--backend/--compile. An .onnx model (say an int8 one) runs "
-             "on onnxruntime.")] = None,
+        help="Time each model several ways side by side, e.g. plain,fast,bf16,onnxruntime,openvino (also fp16, "
+             "auto, compile), or 'backends': fast, onnxruntime and openvino (where installed); replaces "
+             "--fast/--dtype/--backend/--compile. An .onnx model (say an int8 one) runs on onnxruntime, an .xml "
+             "one on openvino.")] = None,
     image: Annotated[Optional[Path], typer.Option(  # noqa: UP007
         help="Image to time on (default: a built-in demo scene).")] = None,
     warmup: Annotated[int, typer.Option(help="Untimed runs first.")] = TIMING_WARMUP,
@@ -79,6 +80,7 @@ def time_command(
       sparseinst time --weights runs/demo/model.safetensors --device cuda --dtype fp16 --batch 32
       sparseinst time --recipe r50_base --compare r50_giam --compare r50_giam_softmax
       sparseinst time --weights model.safetensors --variants plain,fast,bf16,onnxruntime --compare model.int8.onnx
+      sparseinst time --weights model.safetensors --variants backends --compare model.int8.xml
     """
     from ...analysis.timing import time_models
     from ...deploy.backends import ModelSource, model_variants

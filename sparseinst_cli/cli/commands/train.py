@@ -40,12 +40,15 @@ def train(
     """Train a model on COCO-format data named in the recipe's \\[data] section.
 
     Writes checkpoints (model.safetensors for predict/eval, last.pt for --resume), metrics.jsonl,
-    the resolved recipe and eval.json to the run directory. Ctrl-C saves and exits; --resume
-    continues exactly where it stopped. Several GPUs or machines: launch with torchrun.
+    the resolved recipe and eval.json to the run directory; with validation data, also
+    best.safetensors, the weights of the validation with the highest mask AP (train.patience
+    stops the run after that many validations without a higher one). Ctrl-C saves and exits;
+    --resume continues exactly where it stopped. Several GPUs or machines: launch with torchrun.
 
     Examples:
       sparseinst demo-data data/demo && sparseinst train demo --out runs/demo
       sparseinst train my_data.toml --set train.solver.max_iter=20000 --device cuda
+      sparseinst train my_data.toml --set train.eval_period=500 --set train.patience=5
       sparseinst train finetune.toml --init-from r50_giam_aug
       sparseinst train --out runs/demo --resume
       torchrun --nproc-per-node 4 -m sparseinst_cli train r50_giam_coco.toml --device cuda
@@ -68,9 +71,16 @@ def train(
         err_console.print(f"{result.stopped_by or 'interrupted'} at step {result.step}; saved. Continue with: "
                           f"sparseinst train --out {out} --resume")
         raise typer.Exit(EXIT_TERMINATED if result.stopped_by == "SIGTERM" else EXIT_INTERRUPTED)
+    if result.stopped_early is not None:
+        console.print(f"stopped early at step {result.stopped_early.step}: {result.stopped_early.patience} "
+                      f"validations in a row without a higher mask AP (train.patience={result.stopped_early.patience})")
     console.print(f"trained {result.step} steps: {result.out_dir / MODEL_FILE}")
     if result.metrics:
-        console.print(summary_table(result.metrics, f"Validation mask AP ({result.metrics['images']} images)"))
+        console.print(summary_table(result.metrics, f"Validation mask AP at step {result.step} "
+                                                    f"({result.metrics['images']} images)"))
+    if result.best is not None:
+        ap50 = "" if result.best.ap50 is None else f", AP50 {result.best.ap50:.1f}"
+        console.print(f"best: mask AP {result.best.ap:.1f}{ap50} at step {result.best.step}: {result.best_path}")
     if result.skipped_images:
         raise fail(f"{len(result.skipped_images)} image(s) could not be read and were skipped: "
                    f"{', '.join(result.skipped_images[:5])}", EXIT_FAILED)
