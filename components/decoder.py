@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +20,9 @@ KERNEL_DIM = 128
 BRANCH_DEPTH = 4
 BRANCH_WIDTH = 256
 HEAD_INIT_STD = 0.01
-MASK_UPSAMPLE = 2  # mask logits go from stride 8 to stride 4
+MASK_OUTPUT_STRIDE = 4  # the mask logits the decoder returns are (B, N, H/4, W/4) at every mask stride
+MASK_UPSAMPLE = 2  # the authors' mask logits are drawn at stride 8 and upsampled bilinearly to stride 4
+MaskStride = Literal[8, 4]  # the grid the mask logits are drawn on (see ``SparseInstDecoder``)
 COORD_CHANNELS = 2
 
 
@@ -29,7 +31,7 @@ class SparseInstOutput(NamedTuple):
 
     logits: Tensor  # (B, N, C) class logits
     objectness: Tensor  # (B, N, 1) IoU-aware objectness logits
-    masks: Tensor  # (B, N, H/4, W/4) mask logits
+    masks: Tensor  # (B, N, H/4, W/4) mask logits (drawn at the decoder's mask_stride)
     maps: Tensor | None = None  # (B, N, G, H/8, W/8) normalized activation maps, on request
 
 
@@ -61,6 +63,30 @@ class OffsetDeformConv(nn.Module):
                            padding=self.conv.padding)
 
 
+class MaskDetail(nn.Module):
+    """Mask features at stride 4 from the mask branch at stride 8: the projected features
+    upsampled bilinearly x2, plus a sub-pixel detail term, a 2x2 stride-2 transposed convolution
+    of the branch's features (each stride-4 cell its own linear read-out of its stride-8 cell;
+    Shi et al. 2016), zero-initialized.
+
+    At initialization the detail is 0, and since bilinear upsampling commutes with the per-pixel
+    kernel product, the masks equal the stride-8 decoder's with the same weights (up to float
+    rounding): a stride-8 model loaded by ``init_from`` starts where it was, and training adds
+    the detail the stride-8 grid cannot draw.
+
+    Shapes: branch (B, C, h, w) and projected (B, K, h, w) -> (B, K, 2h, 2w).
+    """
+
+    def __init__(self, in_channels: int, kernel_dim: int) -> None:
+        super().__init__()
+        self.subpixel = nn.ConvTranspose2d(in_channels, kernel_dim, MASK_UPSAMPLE, stride=MASK_UPSAMPLE, bias=False)
+        nn.init.zeros_(self.subpixel.weight)
+
+    def forward(self, branch: Tensor, projected: Tensor) -> Tensor:
+        upsampled = F.interpolate(projected, scale_factor=MASK_UPSAMPLE, mode="bilinear", align_corners=False)
+        return upsampled + self.subpixel(branch)
+
+
 def conv_stack(depth: int, in_channels: int, width: int, deformable_last: bool = False) -> nn.Sequential:
     """``depth`` x (3x3 conv + ReLU); the convs sit at even indices, as in the authors' layout."""
     layers: list[nn.Module] = []
@@ -86,8 +112,13 @@ class SparseInstDecoder(nn.Module):
             num_instances=num_instances)``.
         coord_features: concatenate x, y coordinates in front of the features.
         deformable_last: make the last conv of each branch deformable.
+        mask_stride: the grid the mask logits are drawn on. 8 (the authors' model and layout):
+            kernels x mask features on F's grid, then bilinear x2. 4: the mask features get a
+            learned sub-pixel detail at stride 4 and the product is taken there, so each stride-4
+            cell of a mask is free (small objects; see ``MaskDetail``). The output has the same
+            shape either way.
 
-    Shapes: F (B, D, H/8, W/8) -> ``SparseInstOutput``.
+    Shapes: F (B, D, H/8, W/8) -> ``SparseInstOutput``; masks (B, N, 2 * H/8, 2 * W/8).
     """
 
     def __init__(
@@ -104,9 +135,13 @@ class SparseInstDecoder(nn.Module):
         mask_width: PositiveInt = BRANCH_WIDTH,
         coord_features: bool = True,
         deformable_last: bool = False,
+        mask_stride: MaskStride = 8,
     ) -> None:
         super().__init__()
+        if mask_stride not in (8, 4):
+            raise ValueError(f"mask_stride must be 8 or 4, got {mask_stride}")
         self.coord_features = coord_features
+        self.mask_stride = mask_stride
         branch_in = in_channels + (COORD_CHANNELS if coord_features else 0)
         self.inst_convs = conv_stack(inst_depth, branch_in, inst_width, deformable_last)
         self.iam = iam(in_channels=inst_width, num_instances=num_instances)
@@ -119,17 +154,23 @@ class SparseInstDecoder(nn.Module):
         self.mask_convs = conv_stack(mask_depth, branch_in, mask_width, deformable_last)
         self.mask_projection = nn.Conv2d(mask_width, kernel_dim, 1)
         c2_msra_fill(self.mask_projection)
+        # Stride 4 only, so that the authors' layout (and a stride-8 model's) is unchanged at 8.
+        self.mask_detail = MaskDetail(mask_width, kernel_dim) if mask_stride == 4 else None
 
     def forward(self, features: Tensor, return_maps: bool = False) -> SparseInstOutput:
         if self.coord_features:
             features = torch.cat([coordinate_features(features), features], dim=1)
         maps, instance_features = self.iam(self.inst_convs(features))
         kernels = self.mask_kernel(instance_features)  # (B, N, K)
-        mask_features = self.mask_projection(self.mask_convs(features))  # (B, K, h, w)
+        branch = self.mask_convs(features)  # (B, mask_width, h, w)
+        mask_features = self.mask_projection(branch)  # (B, K, h, w)
+        if self.mask_detail is not None:
+            mask_features = self.mask_detail(branch, mask_features)  # (B, K, 2h, 2w)
         with torch.autocast(features.device.type, enabled=False):  # fp32: large logits overflow fp16
             masks = torch.bmm(kernels.float(), mask_features.flatten(2).float())
         masks = masks.unflatten(-1, mask_features.shape[-2:])
-        masks = F.interpolate(masks, scale_factor=MASK_UPSAMPLE, mode="bilinear", align_corners=False)
+        if self.mask_detail is None:
+            masks = F.interpolate(masks, scale_factor=MASK_UPSAMPLE, mode="bilinear", align_corners=False)
         return SparseInstOutput(
             logits=self.cls_score(instance_features),
             objectness=self.objectness(instance_features),

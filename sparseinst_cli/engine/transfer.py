@@ -5,6 +5,10 @@ the initialization it was built with (the SPEC's). The class head is transferred
 the row of each training class whose name the source knows (case-insensitive, or through
 ``class_map``) is copied, the others keep the prior-probability initialization. Optimizer,
 schedule and step are not part of this; training starts from step 0.
+
+A model whose decoder draws its masks at stride 4 (``mask_stride = 4``) loads everything of a
+stride-8 or authors' source but its stride-4 detail layer, which keeps its zero initialization
+(reported as re-initialized), so its masks start as the source's.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from ..recipe import Recipe, without_backbone_weights
 CLASS_HEAD = ("decoder.cls_score.weight", "decoder.cls_score.bias")
 OFFICIAL_CLASS_WEIGHT = "decoder.inst_branch.cls_score.weight"
 OFFICIAL_IAM_WEIGHT = "decoder.inst_branch.iam_conv.weight"
+OFFICIAL_MASK_STRIDE = 8  # every authors' model draws its masks on F's grid
 
 
 @dataclass
@@ -112,13 +117,18 @@ def _is_native_checkpoint(path: Path) -> bool:
 
 
 def _convert_official(path: Path, state: dict[str, Tensor], recipe: Recipe) -> SourceModel:
-    """The authors' checkpoint through the strict conversion, into the recipe's architecture."""
+    """The authors' checkpoint through the strict conversion, into the recipe's architecture
+    (with the authors' stride-8 masks: a ``mask_stride = 4`` model takes what fits, its stride-4
+    detail layer stays fresh)."""
     if OFFICIAL_CLASS_WEIGHT not in state or OFFICIAL_IAM_WEIGHT not in state:
         raise WeightsError(f"{path}: an authors' checkpoint without {OFFICIAL_CLASS_WEIGHT} or {OFFICIAL_IAM_WEIGHT}")
     num_classes = int(state[OFFICIAL_CLASS_WEIGHT].shape[0])
     groups = getattr(recipe.model.iam, "groups", 1)
     num_instances = int(state[OFFICIAL_IAM_WEIGHT].shape[0]) // groups
-    decoder = recipe.model.decoder.model_copy(update={"num_instances": num_instances})
+    update: dict = {"num_instances": num_instances}
+    if "mask_stride" in type(recipe.model.decoder).model_fields:
+        update["mask_stride"] = OFFICIAL_MASK_STRIDE
+    decoder = recipe.model.decoder.model_copy(update=update)
     model_section = recipe.model.model_copy(update={
         "num_classes": num_classes, "class_names": None, "decoder": decoder, "init_from": None})
     model = build_model(without_backbone_weights(recipe.model_copy(update={"model": model_section})))

@@ -12,7 +12,7 @@ from ...files import output_file, write_json
 from ...recipe import MAX_SIZE_TEST, MIN_SIZE_TEST, SIZE_DIVISIBILITY
 from ..console import console, err_console
 from ..exit_codes import EXIT_FAILED
-from ..options import ExistOkOption, out_option, run_folder
+from ..options import ExistOkOption, Overrides, RecipeOption, out_option, run_folder
 from ..progress import ProgressBar
 from ..tables import ceiling_table, dataset_tables
 
@@ -125,26 +125,49 @@ def ceiling(
         "--size", callback=_inference_sizes, metavar="SHORT[:LONGEST]",
         help=f"Inference size: the shorter side and the longest (default: SHORT x {MAX_SIZE_TEST}/{MIN_SIZE_TEST}, "
              f"the ratio of the recipes' pairs such as 384:512 and 640:853) (repeatable) "
-             f"\\[default: {', '.join(CEILING_SIZES)}].")] = None,
-    size_divisibility: Annotated[int, typer.Option(min=1, help="Padding multiple of the input.")] = SIZE_DIVISIBILITY,
+             f"\\[default: {', '.join(CEILING_SIZES)}; with --recipe, its test size].")] = None,
+    size_divisibility: Annotated[Optional[int], typer.Option(  # noqa: UP007
+        min=1, show_default=False,
+        help=f"Padding multiple of the input \\[default: the recipe's, else {SIZE_DIVISIBILITY}].")] = None,
+    recipe: RecipeOption = None,
+    overrides: Overrides = None,
     out: Annotated[Optional[Path], out_option("data-ceiling", CEILING_FILE)] = None,  # noqa: UP007
     exist_ok: ExistOkOption = False,
 ) -> None:
     """The mask AP a model could reach on this data at each inference size, were it perfect: the
-    ceiling set by the masks' stride-8 output grid (small objects lose most). Pick an input size
-    that leaves your objects within reach before training for days.
+    ceiling set by the masks' output grid (small objects lose most). Pick an input size that
+    leaves your objects within reach before training for days. The grid is the authors' stride 8
+    unless --recipe names a recipe whose decoder draws its masks at stride 4
+    (model.decoder.mask_stride); the recipe also gives the padding, the mask threshold, the masks
+    scored per image (inference.max_detections, at least 100) and, without --size, the size.
 
     Examples:
       sparseinst data ceiling labels.json
       sparseinst data ceiling data/coco/annotations/instances_val2017.json --size 512 --size 640:853 --size 800:1333
+      sparseinst data ceiling labels.json --recipe finetune_small_objects
+      sparseinst data ceiling labels.json --recipe finetune_lite --set model.decoder.mask_stride=4 --size 384
     """
-    from ...analysis.mask_ceiling import mask_ceiling
+    from ...analysis.mask_ceiling import mask_ceiling, recipe_settings
 
-    sizes = [_size_pair(value) for value in (size or CEILING_SIZES)]
+    sizes = [_size_pair(value) for value in size] if size else None
+    settings = {}
+    divisibility = size_divisibility or SIZE_DIVISIBILITY
+    if recipe is not None:
+        from ...recipe import load_recipe
+
+        resolved = load_recipe(recipe, overrides or [])
+        settings = recipe_settings(resolved)
+        divisibility = size_divisibility or resolved.input.size_divisibility
+        sizes = sizes or [(resolved.input.min_size_test, resolved.input.max_size_test)]
+    elif overrides:
+        raise typer.BadParameter("--set changes a recipe: give the recipe with --recipe", param_hint="'--set'")
+    sizes = sizes or [_size_pair(value) for value in CEILING_SIZES]
     out = run_folder(out, "data-ceiling", exist_ok)
     with ProgressBar() as progress:
-        report = mask_ceiling(annotations, sizes, size_divisibility, progress=progress)
+        report = mask_ceiling(annotations, sizes, divisibility, progress=progress, **settings)
     console.print(ceiling_table(report))
+    if recipe is not None:
+        console.print(f"mask grid: stride {report.mask_stride} (recipe {recipe})")
     console.print(f"report: {write_json(out / CEILING_FILE, report.to_json())}")
 
 
