@@ -220,3 +220,10 @@ def write_clip(path: Path, frames: int = CLIP_FRAMES, size: tuple[int, int] = CL
         writer.write(frame)
     writer.release()
     return path
+
+
+@pytest.fixture(scope="session")
+def small_demo_checkpoint(tmp_path_factory) -> Path:
+    """A random ``demo`` checkpoint predicting at 96x128: quick enough for every frame of a clip."""
+    return random_checkpoint(tmp_path_factory.mktemp("small_demo") / "model.safetensors", "demo",
+                             ["input.min_size_test=96", "input.max_size_test=128"], seed=1)

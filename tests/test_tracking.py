@@ -23,7 +23,7 @@ from sparseinst_cli.inference.results import Prediction
 from sparseinst_cli.inference.tracking import TRACK_BUFFER, Tracker
 from sparseinst_cli.inference.video import predict_video, track_frames
 
-from .conftest import random_checkpoint, write_clip
+from .conftest import write_clip
 
 SCENE_SIZE = (240, 320)  # (height, width)
 SCENE_FRAMES = 60
@@ -230,10 +230,9 @@ def test_a_tracked_video_writes_ids_overlays_and_a_summary_that_agree(tmp_path):
     assert python_ids == [[i["track_id"] for i in r["instances"]] for r in records]
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    return random_checkpoint(tmp_path_factory.mktemp("tracking") / "model.safetensors", "demo",
-                             ["input.min_size_test=96", "input.max_size_test=128"], seed=1)
+@pytest.fixture
+def checkpoint(small_demo_checkpoint: Path) -> Path:
+    return small_demo_checkpoint
 
 
 def test_the_cli_tracks_a_video_and_refuses_images_alone(checkpoint, tmp_path):

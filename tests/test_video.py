@@ -24,7 +24,6 @@ from .conftest import (
     CLIP_FPS,
     CLIP_FRAMES,
     CLIP_SIZE,
-    random_checkpoint,
     shapes_image,
     write_clip,
 )
@@ -40,10 +39,9 @@ def read_frames(path: Path) -> list[np.ndarray]:
     return frames
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    return random_checkpoint(tmp_path_factory.mktemp("video") / "model.safetensors", "demo",
-                             ["input.min_size_test=96", "input.max_size_test=128"], seed=1)
+@pytest.fixture
+def checkpoint(small_demo_checkpoint: Path) -> Path:
+    return small_demo_checkpoint
 
 
 def test_a_video_gives_an_annotated_video_and_one_record_per_frame_equal_to_images(checkpoint, tmp_path):
