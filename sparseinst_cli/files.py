@@ -125,6 +125,17 @@ def refuse_overwriting(outputs: Iterable[Path], inputs: Iterable[Path], setting:
                                   f"output elsewhere", setting=setting)
 
 
+def refuse_existing(outputs: Iterable[Path], overwrite: bool) -> None:
+    """Refuse, naming them, outputs that already exist unless ``overwrite`` (``--overwrite``):
+    called before anything is written, so that a second run never silently replaces the first
+    one's files."""
+    existing = [str(output) for output in outputs if Path(output).exists()]
+    if existing and not overwrite:
+        verb = "already exists" if len(existing) == 1 else "already exist"
+        raise SparseInstError(f"{', '.join(existing)} {verb}; nothing written (--overwrite replaces "
+                              f"{'it' if len(existing) == 1 else 'them'})", setting="overwrite")
+
+
 def new_run_folder(base: Path, exist_ok: bool = False) -> Path:
     """A folder for one run's outputs, created: ``base`` when it does not exist yet (or with
     ``exist_ok``), else the first of ``base2``, ``base3``, ... that does not, so that a second run

@@ -313,7 +313,7 @@ CASES: list[tuple[str, Callable[[Env], list[str]], int, str]] = [
                                      str(e.root / "cases" / "m.safetensors")], 2, ".onnx"),
     ("export-missing-weights", lambda e: ["export", "onnx", "--weights", "gone.safetensors"], 2, "gone.safetensors"),
     ("export-size-not-multiple", lambda e: ["export", "onnx", "--weights", str(e.weights), "--size", "65x96", "--out",
-                                            str(e.root / "cases" / "m.onnx")], 2, "multiples of 32"),
+                                            str(e.root / "cases" / "m65.onnx")], 2, "multiples of 32"),
     ("export-size-text", lambda e: ["export", "onnx", "--weights", str(e.weights), "--size", "big"], 2, "--size"),
     # train
     ("train-missing-annotations", lambda e: ["train", "r50_giam", "--out", str(e.root / "cases" / "r1"), *e.train_recipe,

@@ -107,6 +107,10 @@ def test_static_export_and_the_commands(exported, tmp_path: Path) -> None:
     static = tmp_path / "static.onnx"
     run = runner.invoke(app, ["export", "onnx", "--weights", str(weights), "--out", str(static), "--size", "64x96"])
     assert run.exit_code == 0, run.output
+    exported_bytes = static.read_bytes()
+    again = runner.invoke(app, ["export", "onnx", "--weights", str(weights), "--out", str(static), "--size", "32x32"])
+    assert again.exit_code == 2 and f"{static} already exists; nothing written (--overwrite" in again.output
+    assert static.read_bytes() == exported_bytes  # the earlier export is kept
     images = torch.randn(1, 3, 64, 96)
     with torch.inference_mode():
         assert_raw_close(predictor.model(images), OnnxModel(static)(images))

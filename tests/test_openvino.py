@@ -158,8 +158,43 @@ def test_the_export_command_writes_the_ir_and_refuses_bad_input(exported, tmp_pa
         refused = runner.invoke(app, ["export", "openvino", "--weights", str(onnx_path), *args])
         assert refused.exit_code == 2 and message in refused.output, refused.output
         assert "Traceback" not in refused.output and len(refused.output.strip().splitlines()) == 1
-    itself = runner.invoke(app, ["export", "openvino", "--weights", str(xml), "--out", str(xml)])
+    itself = runner.invoke(app, ["export", "openvino", "--weights", str(xml), "--out", str(xml), "--overwrite"])
     assert itself.exit_code == 2 and "would be overwritten" in itself.output
+
+    before = {path: path.read_bytes() for path in (out, out.with_suffix(".bin"))}
+    out.with_suffix(".bin").write_bytes(b"an earlier export's weights")
+    before[out.with_suffix(".bin")] = out.with_suffix(".bin").read_bytes()
+    again = runner.invoke(app, ["export", "openvino", "--weights", str(onnx_path), "--out", str(out)])
+    assert again.exit_code == 2 and f"{out}, {out.with_suffix('.bin')} already exist" in again.output
+    assert "--overwrite" in again.output and len(again.output.strip().splitlines()) == 1
+    assert {path: path.read_bytes() for path in before} == before
+    replaced = runner.invoke(app, ["export", "openvino", "--weights", str(onnx_path), "--out", str(out), "--overwrite"])
+    assert replaced.exit_code == 0, replaced.output
+    assert out.with_suffix(".bin").stat().st_size > 1000 and Predictor.from_openvino(out).class_names == NAMES
+
+
+def test_files_openvino_cannot_read_are_refused_in_one_line(tmp_path: Path, capfd) -> None:
+    picture = tmp_path / "a.png"
+    write_image(picture, shapes_image(60, 80, seed=1))
+    not_xml, wrong_root, no_weights, not_onnx = (tmp_path / name for name in
+                                                 ("garbage.xml", "other.xml", "alone.xml", "garbage.onnx"))
+    not_xml.write_text("garbage<")
+    wrong_root.write_text('<?xml version="1.0"?><svg/>')
+    wrong_root.with_suffix(".bin").write_bytes(b"\0")
+    no_weights.write_text('<?xml version="1.0"?><net name="x" version="11"/>')
+    not_onnx.write_bytes(b"garbage")
+    capfd.readouterr()
+    for path, message in ((not_xml, "not an OpenVINO IR (not valid XML"),
+                          (wrong_root, "not an OpenVINO IR (its XML root is <svg>, not <net>)"),
+                          (no_weights, "its weights alone.bin are missing"),
+                          (not_onnx, "not an ONNX model")):
+        refused = CliRunner().invoke(app, ["predict", str(picture), "--weights", str(path), "--backend", "openvino",
+                                           "--out", str(tmp_path / "out")])
+        assert refused.exit_code == 2 and f"{path}: {message}" in refused.output, refused.output
+        assert len(refused.output.strip().splitlines()) == 1
+        # Nothing from OpenVINO's own readers on the process's stderr either.
+        assert capfd.readouterr().err == ""
+    assert not (tmp_path / "out").exists()
 
 
 def test_predict_runs_the_ir_and_the_checkpoint_on_openvino(exported, home: Path, tmp_path: Path) -> None:

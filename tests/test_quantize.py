@@ -17,6 +17,7 @@ import torch
 from typer.testing import CliRunner
 
 from sparseinst_cli.cli.app import app
+from sparseinst_cli.deploy.onnx_export import export_onnx
 from sparseinst_cli.deploy.quantize import METADATA_QUANTIZATION, quantize_model
 from sparseinst_cli.errors import ExportError
 from sparseinst_cli.inference.predictor import Predictor, int8_sums_saturate
@@ -25,12 +26,16 @@ from .conftest import SMALL_MODEL, random_checkpoint, shapes_image
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory) -> Path:
-    return random_checkpoint(tmp_path_factory.mktemp("int8") / "model.safetensors", "r50_giam",
-                             [*SMALL_MODEL, "input.min_size_test=64", "input.max_size_test=96"], seed=2)
+def float_onnx(tmp_path_factory) -> Path:
+    """A small random checkpoint's float ONNX export, made once: quantize_model takes either, and
+    the export from a checkpoint inside it is tested on the trained demo model below."""
+    folder = tmp_path_factory.mktemp("int8")
+    checkpoint = random_checkpoint(folder / "model.safetensors", "r50_giam",
+                                   [*SMALL_MODEL, "input.min_size_test=64", "input.max_size_test=96"], seed=2)
+    return export_onnx(checkpoint, folder / "model.onnx", dynamic=True)
 
 
-def test_quantized_model_reads_only_its_calibration_folder(weights: Path, tmp_path: Path) -> None:
+def test_quantized_model_reads_only_its_calibration_folder(float_onnx: Path, tmp_path: Path) -> None:
     calibration = tmp_path / "calibration"
     calibration.mkdir()
     for index in range(3):
@@ -40,7 +45,7 @@ def test_quantized_model_reads_only_its_calibration_folder(weights: Path, tmp_pa
 
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
-    report = quantize_model(weights, tmp_path / "model.int8.onnx", calibration, max_images=2)
+    report = quantize_model(float_onnx, tmp_path / "model.int8.onnx", calibration, max_images=2)
     assert (root.handlers, root.level) == (handlers, level)  # no library left a handler printing INFO and DEBUG
     assert [Path(p).name for p in report.calibration] == ["0.png", "1.png"]  # sorted, at most max_images
     assert report.quantized_nodes > 20 and report.float_nodes == 1  # the first convolution stays float
@@ -52,7 +57,7 @@ def test_quantized_model_reads_only_its_calibration_folder(weights: Path, tmp_pa
     int8 = Predictor.from_onnx(tmp_path / "model.int8.onnx")
     metadata = int8.model.session.get_modelmeta().custom_metadata_map
     assert json.loads(metadata[METADATA_QUANTIZATION])["calibration_images"] == 2
-    float_model = Predictor.from_checkpoint(weights)
+    float_model = Predictor.from_onnx(float_onnx)
     assert int8.categories == float_model.categories and int8.recipe.dump() == float_model.recipe.dump()
     outputs = int8.forward(int8.preprocess([shapes_image(60, 80)]))
     assert outputs.masks.shape == (1, 10, 16, 24) and torch.isfinite(outputs.logits).all()
@@ -60,7 +65,7 @@ def test_quantized_model_reads_only_its_calibration_folder(weights: Path, tmp_pa
 
 @pytest.mark.parametrize(("flags", "expected"), [("avx2 fma", True), ("avx2 avx512f avx512_vnni", False),
                                                 ("avx2 avx_vnni", False), ("avx2 amx_int8", False), ("neon", False)])
-def test_int8_weights_keep_to_7_bits_where_int8_sums_saturate(weights: Path, tmp_path: Path, monkeypatch,
+def test_int8_weights_keep_to_7_bits_where_int8_sums_saturate(float_onnx: Path, tmp_path: Path, monkeypatch,
                                                               flags: str, expected: bool) -> None:
     from sparseinst_cli.inference import predictor as predictor_module
 
@@ -71,22 +76,22 @@ def test_int8_weights_keep_to_7_bits_where_int8_sums_saturate(weights: Path, tmp
     calibration = tmp_path / "calibration"
     calibration.mkdir()
     cv2.imwrite(str(calibration / "a.png"), shapes_image(60, 80)[..., ::-1])
-    report = quantize_model(weights, tmp_path / "auto.int8.onnx", calibration)
+    report = quantize_model(float_onnx, tmp_path / "auto.int8.onnx", calibration)
     metadata = Predictor.from_onnx(tmp_path / "auto.int8.onnx").model.session.get_modelmeta().custom_metadata_map
     assert report.reduce_range and json.loads(metadata[METADATA_QUANTIZATION])["reduce_range"] is True
-    forced = quantize_model(weights, tmp_path / "full.int8.onnx", calibration, reduce_range=False)
+    forced = quantize_model(float_onnx, tmp_path / "full.int8.onnx", calibration, reduce_range=False)
     assert not forced.reduce_range
 
 
-def test_calibration_errors_are_named(weights: Path, tmp_path: Path) -> None:
+def test_calibration_errors_are_named(float_onnx: Path, tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(ExportError, match="empty: no calibration images"):
-        quantize_model(weights, tmp_path / "x.onnx", tmp_path / "empty")
+        quantize_model(float_onnx, tmp_path / "x.onnx", tmp_path / "empty")
     with pytest.raises(Exception, match=r"\.onnx"):
-        quantize_model(weights, tmp_path / "x.txt", tmp_path / "empty")
+        quantize_model(float_onnx, tmp_path / "x.txt", tmp_path / "empty")
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "b.png").write_bytes(b"not a png")
-    result = CliRunner().invoke(app, ["export", "int8", "--weights", str(weights), "--calibration",
+    result = CliRunner().invoke(app, ["export", "int8", "--weights", str(float_onnx), "--calibration",
                                       str(tmp_path / "bad"), "--out", str(tmp_path / "y.onnx")])
     assert result.exit_code == 2 and "none of the calibration images could be read" in result.output
     assert "Traceback" not in result.output and not (tmp_path / "y.onnx").exists()

@@ -30,8 +30,8 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from ..defaults import SourceFormat
-from ..errors import DatasetError, SparseInstError
-from ..files import not_found, refuse_overwriting, write_json
+from ..errors import DatasetError
+from ..files import not_found, refuse_existing, refuse_overwriting, write_json
 from .coco import encode_rle, segmentation_rle
 from .datasets import segmentation_problem
 from .images import IMAGE_SUFFIXES, files_under, header_size
@@ -61,8 +61,7 @@ def convert_dataset(source_format: str | SourceFormat, source: Path, out: Path, 
         raise DatasetError(not_found(source, "folder"))
     # Never one of the files it reads (a LabelMe JSON, the names file), --overwrite or not.
     refuse_overwriting([out], [*files_under(source, (".json",)), *([names] if names is not None else [])])
-    if Path(out).exists() and not overwrite:
-        raise SparseInstError(f"{out} already exists; nothing written", setting="overwrite")
+    refuse_existing([Path(out)], overwrite)
     builder = _CocoBuilder(Conversion(Path(out)))
     if source_format == SourceFormat.yolo:
         if images is None or names is None:

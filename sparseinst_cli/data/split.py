@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DatasetError, SparseInstError
-from ..files import read_json, write_json
+from ..files import read_json, refuse_existing, write_json
 
 
 @dataclass
@@ -43,9 +43,7 @@ def split_dataset(annotations: str | Path, val_fraction: float, seed: int = 0, *
     val_ids = {ids[i] for i in order[:count]}
     folder = Path(out) if out is not None else annotations.parent
     paths = {part: folder / f"{annotations.stem}_{part}.json" for part in ("train", "val")}
-    existing = [str(path) for path in paths.values() if path.exists()]
-    if existing and not overwrite:
-        raise SparseInstError(f"{', '.join(existing)} already exist(s); nothing written", setting="overwrite")
+    refuse_existing(paths.values(), overwrite)
     if annotations.resolve() in [path.resolve() for path in paths.values()]:
         raise SparseInstError(f"{annotations}: the split would overwrite its own input", setting="out")
     counts = {}

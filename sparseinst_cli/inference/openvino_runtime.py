@@ -13,6 +13,7 @@ import functools
 import json
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import torch
 from torch import Tensor, nn
@@ -26,6 +27,7 @@ from .onnx_runtime import METADATA_CATEGORIES, METADATA_RECIPE, OUTPUT_NAMES
 
 IR_SUFFIX = ".xml"
 WEIGHTS_SUFFIX = ".bin"  # the IR's weights, beside its .xml
+IR_ROOT = "net"  # the root element of every OpenVINO IR .xml
 MODEL_SUFFIXES = (IR_SUFFIX, ".onnx")
 METADATA_SECTION = "sparseinst"  # the IR's runtime info section written by the export
 ONNX_METADATA_SECTION = "framework"  # where OpenVINO's ONNX reader puts a file's metadata_props
@@ -70,10 +72,41 @@ def read_model(path: str | Path) -> Any:
                           setting="weights")
     if not path.is_file():
         raise ExportError(not_found(path, "OpenVINO IR" if path.suffix == IR_SUFFIX else "ONNX file"))
+    check_model_file(path)
     try:
         return core().read_model(str(path))
     except Exception as exc:  # noqa: BLE001 - OpenVINO raises its own exception types
-        raise ExportError(f"{path}: not a model OpenVINO can read ({str(exc).strip().splitlines()[0]})") from None
+        raise ExportError(f"{path}: not a model OpenVINO can read ({last_line(exc)})") from None
+
+
+def check_model_file(path: Path) -> None:
+    """Refuse a file that is not an IR (or not ONNX) before OpenVINO reads it: OpenVINO would try
+    each of its readers in turn, print their complaints to stderr and raise a message that names
+    only its own source line."""
+    if path.suffix == ".onnx":
+        import onnx
+
+        try:
+            onnx.load(str(path), load_external_data=False)
+        except Exception as exc:  # noqa: BLE001 - protobuf raises its own exception types
+            raise ExportError(f"{path}: not an ONNX model ({last_line(exc)})") from None
+        return
+    try:
+        root = ElementTree.parse(path).getroot()
+    except (ElementTree.ParseError, UnicodeDecodeError) as exc:
+        raise ExportError(f"{path}: not an OpenVINO IR (not valid XML: {exc})") from None
+    if root.tag != IR_ROOT:
+        raise ExportError(f"{path}: not an OpenVINO IR (its XML root is <{root.tag}>, not <{IR_ROOT}>)")
+    weights = path.with_suffix(WEIGHTS_SUFFIX)
+    if not weights.is_file():
+        raise ExportError(f"{path}: its weights {weights.name} are missing; keep the .bin beside the .xml")
+
+
+def last_line(exc: Exception) -> str:
+    """The informative line of an exception from a C++ library (OpenVINO's first names its source
+    file), or its type when it says nothing."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
 
 
 class OpenVinoModel(nn.Module):
@@ -97,7 +130,7 @@ class OpenVinoModel(nn.Module):
         try:
             self.compiled = core().compile_model(model, "CPU", settings)
         except Exception as exc:  # noqa: BLE001 - OpenVINO raises its own exception types
-            raise ExportError(f"{self.path}: OpenVINO cannot compile it ({str(exc).strip().splitlines()[0]})") from None
+            raise ExportError(f"{self.path}: OpenVINO cannot compile it ({last_line(exc)})") from None
         self.request = self.compiled.create_infer_request()
 
     def forward(self, images: Tensor, return_maps: bool = False) -> SparseInstOutput:

@@ -8,12 +8,15 @@ from typing import Annotated, Optional
 import typer
 
 from ...defaults import CALIBRATION_IMAGES
+from ...files import refuse_existing, refuse_overwriting
 from ..console import console, err_console, fail
 from ..progress import ProgressBar
 
 ExportWeights = Annotated[str, typer.Option(
     "--weights", "-w", metavar="FILE|NAME", show_default=False,
     help="Native checkpoint (.safetensors), or a model name from 'sparseinst models'.")]
+OverwriteOption = Annotated[bool, typer.Option(
+    "--overwrite", help="Replace an existing output file (an earlier export); without it, it is refused.")]
 
 
 def parse_size(text: str | None) -> tuple[int, int] | None:
@@ -24,6 +27,17 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
     except ValueError:
         raise fail(f"--size: expected HEIGHTxWIDTH like 640x864, got '{text}'") from None
     return height, width
+
+
+def export_target(weights: str, out: Path | None, suffix: str, overwrite: bool, companion: str | None = None) -> Path:
+    """The file to write (``--out``, or beside the weights with ``suffix``), refused before any
+    work when it is the input, or when it (or its ``companion`` file, the IR's .bin) exists
+    and ``--overwrite`` was not given."""
+    target = out or Path(weights).with_name(Path(weights).stem + suffix)
+    outputs = [target, *([target.with_suffix(companion)] if companion else [])]
+    refuse_overwriting(outputs, [Path(weights)])
+    refuse_existing(outputs, overwrite)
+    return target
 
 
 def onnx(
@@ -37,6 +51,7 @@ def onnx(
         help="Example input HEIGHTxWIDTH, multiples of 32 (default: the recipe's test size for a 4:3 image); "
              "without --dynamic the only size the model accepts.")] = None,
     batch: Annotated[int, typer.Option(help="Example batch size (the only one without --dynamic).")] = 1,
+    overwrite: OverwriteOption = False,
 ) -> None:
     """Export the network to ONNX with frozen batch norm folded in.
 
@@ -56,11 +71,12 @@ def onnx(
 
     if batch < 1:
         raise fail("--batch must be at least 1")
-    target = out or Path(weights).with_suffix(".onnx")
+    example_size = parse_size(size)
+    target = export_target(weights, out, ".onnx", overwrite)
     with ProgressBar() as progress:
         source = resolve_weights(weights, progress)
     err_console.print(f"exporting {source} to ONNX (this takes a minute for a ResNet-50) ...")
-    path = export_onnx(source, target, dynamic=dynamic, size=parse_size(size), batch=batch)
+    path = export_onnx(source, target, dynamic=dynamic, size=example_size, batch=batch)
     console.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB; outputs {', '.join(OUTPUT_NAMES)}"
                   f"{'; dynamic batch, height and width' if dynamic else ''})")
 
@@ -82,6 +98,7 @@ def int8(
         "--reduce-range/--full-range", show_default=False,
         help="7-bit int8 weights, for x86 CPUs with AVX2 but no VNNI (their 16-bit int8 sums saturate) "
              "\\[default: as the CPU at hand needs].")] = None,
+    overwrite: OverwriteOption = False,
 ) -> None:
     """Quantize a model to int8 (ONNX Runtime, static QDQ), calibrated on a folder of images.
 
@@ -96,7 +113,7 @@ def int8(
     from ...deploy.quantize import quantize_model
     from ...weights.zoo import resolve_weights
 
-    target = out or Path(weights).with_name(Path(weights).stem + ".int8.onnx")
+    target = export_target(weights, out, ".int8.onnx", overwrite)
     with ProgressBar() as progress:
         source = resolve_weights(weights, progress)
         report = quantize_model(source, target, calibration, max_images=max_images, reduce_range=reduce_range,
@@ -127,6 +144,7 @@ def openvino(
         "--reduce-range/--full-range", show_default=False,
         help="With --int8: 7-bit int8 weights, for x86 CPUs with AVX2 but no VNNI (their 16-bit int8 sums "
              "saturate) \\[default: as the CPU at hand needs].")] = None,
+    overwrite: OverwriteOption = False,
 ) -> None:
     """Export the network to OpenVINO IR (.xml and .bin), fp32, or int8 with --int8.
 
@@ -143,11 +161,12 @@ def openvino(
       sparseinst time --weights runs/demo/model.safetensors --variants backends --compare runs/demo/model.int8.xml
     """
     from ...deploy.openvino_export import export_openvino
+    from ...inference.openvino_runtime import WEIGHTS_SUFFIX
     from ...weights.zoo import resolve_weights
 
     if quantize != (calibration is not None):
         raise fail("--int8 needs --calibration FOLDER" if quantize else "--calibration is for --int8; add it")
-    target = out or Path(weights).with_name(Path(weights).stem + (".int8.xml" if quantize else ".xml"))
+    target = export_target(weights, out, ".int8.xml" if quantize else ".xml", overwrite, companion=WEIGHTS_SUFFIX)
     with ProgressBar() as progress:
         source = resolve_weights(weights, progress)
         report = export_openvino(source, target, calibration=calibration, max_images=max_images,
