@@ -15,6 +15,11 @@ from ..progress import ProgressBar
 ExportWeights = Annotated[str, typer.Option(
     "--weights", "-w", metavar="FILE|NAME", show_default=False,
     help="Native checkpoint (.safetensors), or a model name from 'sparseinst models'.")]
+MaxImagesOption = Annotated[int, typer.Option("--max-images", min=1, help="Calibration images used at most.")]
+ReduceRangeOption = Annotated[Optional[bool], typer.Option(  # noqa: UP007 - typer needs Optional
+    "--reduce-range/--full-range", show_default=False,
+    help="int8 only: 7-bit int8 weights, for x86 CPUs with AVX2 but no VNNI (their 16-bit int8 sums saturate) "
+         "\\[default: as the CPU at hand needs].")]
 OverwriteOption = Annotated[bool, typer.Option(
     "--overwrite", help="Replace an existing output file (an earlier export); without it, it is refused.")]
 
@@ -92,12 +97,8 @@ def int8(
     out: Annotated[Optional[Path], typer.Option(  # noqa: UP007 - typer needs Optional
         "--out", "-o", help="int8 ONNX file to write (default: beside the weights, .int8.onnx; for a model name, "
                             "NAME.int8.onnx here).")] = None,
-    max_images: Annotated[int, typer.Option(
-        "--max-images", min=1, help="Calibration images used at most.")] = CALIBRATION_IMAGES,
-    reduce_range: Annotated[Optional[bool], typer.Option(  # noqa: UP007
-        "--reduce-range/--full-range", show_default=False,
-        help="7-bit int8 weights, for x86 CPUs with AVX2 but no VNNI (their 16-bit int8 sums saturate) "
-             "\\[default: as the CPU at hand needs].")] = None,
+    max_images: MaxImagesOption = CALIBRATION_IMAGES,
+    reduce_range: ReduceRangeOption = None,
     overwrite: OverwriteOption = False,
 ) -> None:
     """Quantize a model to int8 (ONNX Runtime, static QDQ), calibrated on a folder of images.
@@ -138,12 +139,8 @@ def openvino(
     calibration: Annotated[Optional[Path], typer.Option(  # noqa: UP007
         "--calibration", help="With --int8: folder of your images (like those the model will see); only it is read.",
         show_default=False)] = None,
-    max_images: Annotated[int, typer.Option(
-        "--max-images", min=1, help="Calibration images used at most.")] = CALIBRATION_IMAGES,
-    reduce_range: Annotated[Optional[bool], typer.Option(  # noqa: UP007
-        "--reduce-range/--full-range", show_default=False,
-        help="With --int8: 7-bit int8 weights, for x86 CPUs with AVX2 but no VNNI (their 16-bit int8 sums "
-             "saturate) \\[default: as the CPU at hand needs].")] = None,
+    max_images: MaxImagesOption = CALIBRATION_IMAGES,
+    reduce_range: ReduceRangeOption = None,
     overwrite: OverwriteOption = False,
 ) -> None:
     """Export the network to OpenVINO IR (.xml and .bin), fp32, or int8 with --int8.
